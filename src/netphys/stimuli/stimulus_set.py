@@ -1,0 +1,402 @@
+"""`StimulusSet`: images plus per-stimulus coordinates, streamed to the network in batches."""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._random import check_random_state
+from .._validation import NetphysError, check_int, param_error
+from .preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _open_rgb(source):
+    """Open an image (path, bytes or file object) and convert any mode (L, CMYK, RGBA, P) to RGB."""
+    from PIL import Image
+
+    with Image.open(source) as im:
+        im.load()
+        if im.mode == "RGBA" or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            bg = Image.new("RGB", im.size, (255, 255, 255))
+            bg.paste(im, mask=im.split()[-1])
+            return bg
+        return im.convert("RGB")
+
+
+class StimulusSet:
+    """A set of images with per-stimulus coordinates and the preprocessing the model expects.
+
+    Images are held either in memory (a uint8 array, already at the network's geometry) or as a list
+    of sources (file paths or members of a zip archive) that are decoded lazily, batch by batch, so
+    that memory stays bounded for large sets.
+
+    Parameters
+    ----------
+    coords : pandas.DataFrame
+        One row per stimulus; columns include ``label`` (int, -1 when unknown), ``class_name`` and
+        ``source``. Extra columns (e.g. grating ``orientation``, ``phase``, ``sf``) are kept.
+    preprocess : Preprocess
+    images : ndarray of uint8, shape (n, H, W, 3), optional
+        In-memory images at the preprocessed geometry (``preprocess.crop``).
+    loader : callable, optional
+        ``loader(i) -> PIL.Image`` for lazily decoded images; required when ``images`` is None.
+    class_names : sequence of str, optional
+        Names of the classes, indexed by label.
+    name : str
+    """
+
+    def __init__(self, coords: pd.DataFrame, preprocess: Preprocess, *, images: np.ndarray | None = None,
+                 loader=None, class_names: Sequence[str] | None = None, name: str = "stimuli",
+                 attrs: dict | None = None):
+        if images is None and loader is None:
+            raise NetphysError("StimulusSet needs either in-memory 'images' or a 'loader'")
+        self.coords = coords.reset_index(drop=True)
+        self.preprocess = preprocess
+        self._images = images
+        self._loader = loader
+        self.class_names = list(class_names) if class_names is not None else []
+        self.name = name
+        self.attrs = dict(attrs or {})
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_folder(cls, root, *, preprocess: Preprocess | None = None, n: int | None = None,
+                    n_per_class: int | None = None, random_state=0, name: str | None = None,
+                    class_names: dict | None = None) -> "StimulusSet":
+        """Read an image folder in ImageFolder layout (one sub-folder per class).
+
+        Parameters
+        ----------
+        root : path
+            Folder with class sub-folders (sorted names give labels 0..K-1). A folder with images
+            but no sub-folders is read as a single unlabelled class.
+        preprocess : Preprocess, optional
+            Defaults to ImageNet normalisation at the size of the first image.
+        n, n_per_class : int, optional
+            Deterministic stratified sub-sample (see :meth:`subsample`).
+        random_state : int or Generator
+        class_names : dict, optional
+            Maps folder names (e.g. WordNet ids) to readable names; a ``classes.csv`` (``wnid,name``)
+            next to or above ``root`` is used when present.
+
+        Raises
+        ------
+        NetphysError
+            If the folder does not exist or holds no images.
+        """
+        root = Path(root)
+        func = "StimulusSet.from_folder"
+        if not root.is_dir():
+            raise param_error("root", func, "an existing folder of images in ImageFolder layout",
+                              str(root), "pass the folder that holds one sub-folder per class")
+        subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        rows = []
+        if subdirs:
+            groups = [(d.name, d) for d in subdirs]
+        else:
+            groups = [("", root)]
+        folder_names = []
+        for lab, (cname, d) in enumerate(groups):
+            files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            folder_names.append(cname)
+            for f in files:
+                rows.append((lab if cname else -1, cname, str(f)))
+        # drop empty classes but keep label numbering contiguous
+        if not rows:
+            raise param_error("root", func, "a folder containing images (" + ", ".join(IMAGE_EXTENSIONS[:4])
+                              + ", ...)", str(root), "check the path; no image files were found in it "
+                              "or its sub-folders")
+        coords = pd.DataFrame(rows, columns=["label", "folder", "source"])
+        present = sorted(coords["folder"].unique())
+        if subdirs:
+            remap = {f: i for i, f in enumerate(present)}
+            empty = [g for g in folder_names if g not in remap]
+            if empty:
+                log.warning("class folders without images were ignored: %s", empty)
+            coords["label"] = coords["folder"].map(remap).astype(int)
+        if class_names is None:
+            class_names = _read_classes_csv(root)
+        names = [class_names.get(f, f) if class_names else f for f in present]
+        coords["class_name"] = [names[l] if l >= 0 else "" for l in coords["label"]]
+        if preprocess is None:
+            im = _open_rgb(coords["source"].iloc[0])
+            s = min(im.size)
+            preprocess = Preprocess(resize=s, crop=s)
+        st = cls(coords[["label", "class_name", "source", "folder"]], preprocess,
+                 loader=_PathLoader(list(coords["source"])), class_names=names,
+                 name=name or root.name, attrs={"root": str(root.resolve())})
+        if n is not None or n_per_class is not None:
+            st = st.subsample(n=n, n_per_class=n_per_class, random_state=random_state)
+        return st
+
+    @classmethod
+    def from_zip(cls, path, *, preprocess: Preprocess | None = None, name: str | None = None) -> "StimulusSet":
+        """Read images stored in a zip archive as ``<class>/<file>`` members (ImageFolder inside a zip)."""
+        path = Path(path)
+        with zipfile.ZipFile(path) as zf:
+            members = sorted(m for m in zf.namelist() if m.lower().endswith(IMAGE_EXTENSIONS))
+        if not members:
+            raise param_error("path", "StimulusSet.from_zip", "a zip archive containing images", str(path))
+        folders = [m.split("/")[-2] if "/" in m else "" for m in members]
+        present = sorted(set(folders))
+        remap = {f: i for i, f in enumerate(present)}
+        names_map = {}
+        with zipfile.ZipFile(path) as zf:
+            if "classes.csv" in zf.namelist():
+                df = pd.read_csv(io.BytesIO(zf.read("classes.csv")))
+                names_map = dict(zip(df.iloc[:, 0], df.iloc[:, 1]))
+        names = [names_map.get(f, f) for f in present]
+        coords = pd.DataFrame({"label": [remap[f] for f in folders],
+                               "class_name": [names[remap[f]] for f in folders],
+                               "source": [f"{path.name}:{m}" for m in members], "folder": folders})
+        if preprocess is None:
+            preprocess = Preprocess(resize=64, crop=64)
+        return cls(coords, preprocess, loader=_ZipLoader(str(path), members), class_names=names,
+                   name=name or path.stem, attrs={"archive": str(path)})
+
+    @classmethod
+    def from_arrays(cls, images, labels=None, *, class_names: Sequence[str] | None = None,
+                    preprocess: Preprocess | None = None, coords: dict | pd.DataFrame | None = None,
+                    name: str = "arrays") -> "StimulusSet":
+        """Build a set from in-memory images.
+
+        Parameters
+        ----------
+        images : array-like, shape (n, H, W, 3) or (n, H, W) (grayscale) or (n, 3, H, W)
+            uint8 in [0, 255] or float in [0, 1]. Square images are required (H == W).
+        labels : array-like of int, optional
+        """
+        func = "StimulusSet.from_arrays"
+        if isinstance(images, torch.Tensor):
+            images = images.detach().cpu().numpy()
+        a = np.asarray(images)
+        if a.ndim == 3:
+            a = np.repeat(a[..., None], 3, axis=-1)
+        if a.ndim != 4:
+            raise param_error("images", func, "an array of shape (n, H, W, 3), (n, 3, H, W) or (n, H, W)",
+                              f"array of shape {a.shape}")
+        if a.shape[-1] != 3 and a.shape[1] == 3:
+            a = np.transpose(a, (0, 2, 3, 1))
+        if a.shape[-1] != 3:
+            raise param_error("images", func, "RGB images with 3 channels",
+                              f"array of shape {a.shape}", "convert to RGB first")
+        if a.shape[0] == 0:
+            raise param_error("images", func, "a non-empty array of images", f"array of shape {a.shape}")
+        if a.dtype == np.uint8:
+            pass
+        elif a.dtype.kind == "f":
+            if not np.all(np.isfinite(a)):
+                raise param_error("images", func, "finite values", "an array containing NaN or inf")
+            if a.min() < 0 or a.max() > 1:
+                raise param_error("images", func, "float values in [0, 1] or uint8 in [0, 255]",
+                                  f"float values in [{a.min():.3g}, {a.max():.3g}]")
+            a = np.round(a * 255).astype(np.uint8)
+        else:
+            raise param_error("images", func, "of dtype uint8 or float", str(a.dtype))
+        n, h, w, _ = a.shape
+        if h != w:
+            raise param_error("images", func, "square (H == W)", f"{h}x{w}", "crop the images first")
+        if labels is None:
+            labels = np.full(n, -1)
+        labels = np.asarray(labels)
+        if labels.shape != (n,):
+            raise param_error("labels", func, f"a 1-D array of {n} ints (one per image)",
+                              f"array of shape {labels.shape}")
+        labels = labels.astype(int)
+        if class_names is None:
+            k = labels.max() + 1 if labels.max() >= 0 else 0
+            class_names = [str(i) for i in range(k)]
+        df = pd.DataFrame({"label": labels,
+                           "class_name": [class_names[l] if l >= 0 else "" for l in labels],
+                           "source": [f"{name}[{i}]" for i in range(n)]})
+        if coords is not None:
+            extra = pd.DataFrame(coords)
+            for c in extra.columns:
+                df[c] = extra[c].to_numpy()
+        if preprocess is None:
+            preprocess = Preprocess(resize=h, crop=h)
+        elif preprocess.crop != h:
+            raise param_error("preprocess", func, f"crop == image size ({h})", preprocess.crop,
+                              "in-memory images must already be at the network's input size")
+        return cls(df, preprocess, images=np.ascontiguousarray(a), class_names=class_names, name=name)
+
+    # ------------------------------------------------------------------ basics
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def __repr__(self) -> str:
+        k = len(self.class_names)
+        return (f"StimulusSet(name={self.name!r}, n={len(self)}, classes={k}, "
+                f"size={self.preprocess.crop}, preprocess={self.preprocess.name!r})")
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.coords["label"].to_numpy()
+
+    @property
+    def size(self) -> int:
+        return self.preprocess.crop
+
+    def with_preprocess(self, preprocess: Preprocess) -> "StimulusSet":
+        """The same stimuli with another preprocessing (in-memory images must keep their size)."""
+        if self._images is not None and preprocess.crop != self._images.shape[1]:
+            raise param_error("preprocess", "StimulusSet.with_preprocess",
+                              f"crop == {self._images.shape[1]} for in-memory images", preprocess.crop)
+        return StimulusSet(self.coords, preprocess, images=self._images, loader=self._loader,
+                           class_names=self.class_names, name=self.name, attrs=self.attrs)
+
+    def take(self, index) -> "StimulusSet":
+        """A new set with the stimuli at positions ``index``."""
+        index = np.asarray(index, dtype=int)
+        coords = self.coords.iloc[index].reset_index(drop=True)
+        images = self._images[index] if self._images is not None else None
+        loader = self._loader.take(index) if self._loader is not None and images is None else None
+        return StimulusSet(coords, self.preprocess, images=images, loader=loader,
+                           class_names=self.class_names, name=self.name, attrs=self.attrs)
+
+    def subsample(self, n: int | None = None, *, n_per_class: int | None = None,
+                  random_state=0) -> "StimulusSet":
+        """Deterministic stratified sub-sample.
+
+        ``n_per_class`` draws that many images from every class (all of a class if it has fewer, with
+        a warning). ``n`` draws ``n`` images in total, split over classes as evenly as possible
+        (largest remainder by class size). The same seed gives the same images; order is sorted by
+        class then by draw.
+        """
+        func = "StimulusSet.subsample"
+        rng = check_random_state(random_state, func)
+        labels = self.labels
+        classes = np.unique(labels)
+        if n_per_class is not None:
+            n_per_class = check_int(n_per_class, "n_per_class", func, min_value=1)
+            take = {c: n_per_class for c in classes}
+        elif n is not None:
+            n = check_int(n, "n", func, min_value=1, max_value=len(self))
+            counts = np.array([(labels == c).sum() for c in classes])
+            base = np.minimum(counts, n // len(classes))
+            rest = n - base.sum()
+            while rest > 0:
+                room = counts - base
+                order = np.argsort(-room, kind="stable")
+                for j in order:
+                    if rest == 0:
+                        break
+                    if room[j] > 0:
+                        base[j] += 1
+                        rest -= 1
+            take = dict(zip(classes, base))
+        else:
+            return self
+        chosen = []
+        for c in classes:
+            idx = np.flatnonzero(labels == c)
+            k = take[c]
+            if k > len(idx):
+                log.warning("class %s has only %d images (asked %d); taking all", c, len(idx), k)
+                k = len(idx)
+            chosen.append(np.sort(rng.choice(idx, size=k, replace=False)))
+        return self.take(np.concatenate(chosen))
+
+    # ------------------------------------------------------------------ pixels
+    def load_images(self, index=None) -> np.ndarray:
+        """Images at the network's geometry, (n, H, W, 3) uint8 RGB.
+
+        Unreadable files are reported (logged with their path) and replaced by a mid-grey image so
+        that a long run does not crash; their positions are listed in ``self.attrs['unreadable']``.
+        """
+        if index is None:
+            index = np.arange(len(self))
+        index = np.asarray(index, dtype=int)
+        if self._images is not None:
+            return self._images[index]
+        out = np.empty((len(index), self.size, self.size, 3), dtype=np.uint8)
+        for j, i in enumerate(index):
+            try:
+                out[j] = self.preprocess.geometry(self._loader(int(i)))
+            except Exception as exc:  # noqa: BLE001 - reported, not silent
+                src = self.coords["source"].iloc[int(i)]
+                log.error("could not read stimulus %d (%s): %s; using a grey image", i, src, exc)
+                self.attrs.setdefault("unreadable", []).append(src)
+                out[j] = 128
+        return out
+
+    def tensor(self, index=None, device=None) -> torch.Tensor:
+        """Normalised network input for ``index``, (n, 3, H, W) float32."""
+        u8 = torch.from_numpy(np.ascontiguousarray(self.load_images(index))).permute(0, 3, 1, 2)
+        if device is not None:
+            u8 = u8.to(device)
+        return self.preprocess.normalise(u8)
+
+    def grayscale(self, index=None) -> np.ndarray:
+        """Grayscale images in [0, 1] (ITU-R 601 luma), (n, H, W) float32."""
+        a = self.load_images(index).astype(np.float32) / 255.0
+        return a @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+    def batches(self, batch_size: int = 64, device=None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yield ``(index, input_tensor)`` batches in order; memory holds one batch at a time."""
+        batch_size = check_int(batch_size, "batch_size", "StimulusSet.batches", min_value=1)
+        n = len(self)
+        for s in range(0, n, batch_size):
+            idx = np.arange(s, min(n, s + batch_size))
+            yield idx, self.tensor(idx, device=device)
+
+    def to_dict(self) -> dict:
+        """Identity of the set for provenance."""
+        return {"name": self.name, "n": len(self), "classes": list(self.class_names),
+                "preprocess": self.preprocess.to_dict(), **{k: v for k, v in self.attrs.items()
+                                                            if isinstance(v, (str, int, float))}}
+
+
+def _read_classes_csv(root: Path) -> dict:
+    for cand in (root / "classes.csv", root.parent / "classes.csv"):
+        if cand.is_file():
+            try:
+                df = pd.read_csv(cand)
+                return dict(zip(df.iloc[:, 0].astype(str), df.iloc[:, 1].astype(str)))
+            except Exception:  # noqa: BLE001
+                log.warning("could not read %s", cand)
+    return {}
+
+
+class _PathLoader:
+    def __init__(self, paths):
+        self.paths = list(paths)
+
+    def __call__(self, i):
+        return _open_rgb(self.paths[i])
+
+    def take(self, index):
+        return _PathLoader([self.paths[i] for i in index])
+
+
+class _ZipLoader:
+    def __init__(self, archive, members):
+        self.archive = archive
+        self.members = list(members)
+        self._zf = None
+        self._pid = None
+
+    def __call__(self, i):
+        if self._zf is None or self._pid != os.getpid():
+            self._zf = zipfile.ZipFile(self.archive)
+            self._pid = os.getpid()
+        return _open_rgb(io.BytesIO(self._zf.read(self.members[i])))
+
+    def take(self, index):
+        return _ZipLoader(self.archive, [self.members[i] for i in index])
+
+    def __getstate__(self):
+        return {"archive": self.archive, "members": self.members, "_zf": None, "_pid": None}
