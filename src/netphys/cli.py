@@ -1,0 +1,100 @@
+"""Command-line interface: thin wrappers that parse, call one library function and write files."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _cmd_layers(a):
+    from .models import list_layers, load_model
+
+    m = load_model(a.model, a.weights, random_state=a.seed)
+    df = list_layers(m)
+    print(df.to_string(index=False))
+    return 0
+
+
+def _cmd_train(a):
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, random_state=a.seed,
+                      width=a.width, size=a.size, threads=a.threads)
+    _, man = train(a.train_dir, a.val_dir, config=cfg, out=a.out, device=a.device, progress=not a.no_progress)
+    print(f"validation top-1: {man.get('val_top1')}  ({man['train_seconds']:.0f} s); written to {a.out}")
+    return 0
+
+
+def _cmd_demo(a):
+    from .experiments.demo import run_demo
+
+    path = run_demo(a.out, random_state=a.seed, progress=not a.no_progress, quick=a.quick)
+    print(f"report: {path}")
+    return 0
+
+
+def _cmd_run(a):
+    from .experiments.registry import run_experiment
+
+    path = run_experiment(a.experiment, config=a.config, out=a.out, progress=not a.no_progress)
+    print(f"report: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="netphys", description="In-silico neurophysiology of deep networks.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the main job on the shipped default model and demo images")
+    d.add_argument("--out", default="netphys-demo", help="output folder (default: netphys-demo)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quick", action="store_true", help="a small smoke run (200 images, 50 units)")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=_cmd_demo)
+
+    l = sub.add_parser("layers", help="list the recordable layers of a model (aliases and module names)")
+    l.add_argument("model", help="model name, e.g. vgg16, alexnet, netphys_vgg16, hed_vgg16")
+    l.add_argument("--weights", default="random", help="random (default), default, imagenet or a file")
+    l.add_argument("--seed", type=int, default=0)
+    l.set_defaults(func=_cmd_layers)
+
+    t = sub.add_parser("train", help="train the netphys default model on an image folder")
+    t.add_argument("train_dir")
+    t.add_argument("--val-dir", default=None)
+    t.add_argument("--out", default="netphys-model")
+    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=0.2)
+    t.add_argument("--width", type=float, default=0.25)
+    t.add_argument("--size", type=int, default=64)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    r = sub.add_parser("run", help="run an experiment from a config file (YAML/TOML/JSON)")
+    r.add_argument("experiment", help="e.g. prune_distill.fig3")
+    r.add_argument("--config", default=None, help="config file; omitted: the paper defaults")
+    r.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=_cmd_run)
+    return p
+
+
+def main(argv=None) -> int:
+    from ._validation import NetphysError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except NetphysError as exc:
+        print(f"netphys: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

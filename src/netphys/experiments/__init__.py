@@ -1,0 +1,1 @@
+"""Experiments: typed configs (paper defaults), runners that cache and record provenance."""
