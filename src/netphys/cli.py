@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("train_dir")
     t.add_argument("--val-dir", default=None)
     t.add_argument("--out", default="netphys-model")
-    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--epochs", type=int, default=24)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=0.2)
     t.add_argument("--width", type=float, default=0.25)

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Settings of :func:`train` (defaults reproduce the shipped model)."""
 
-    epochs: int = 60
+    epochs: int = 24
     batch_size: int = 128
     lr: float = 0.2
     momentum: float = 0.9
@@ -97,6 +97,14 @@ def train(train_dir, val_dir=None, *, config: TrainConfig = TrainConfig(), out=N
     manifest : dict
         Architecture, data, accuracy, seed, timing and sha256 of the weights file.
     """
+    dev = torch.device(device)
+    # the model's default initialisation and dropout draw from torch's global RNG: seed it inside a
+    # fork so that the caller's RNG state is left as it was (the library never seeds globally)
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        return _train(train_dir, val_dir, config=config, out=out, device=device, progress=progress)
+
+
+def _train(train_dir, val_dir, *, config: TrainConfig, out, device, progress: bool):
     from tqdm.auto import tqdm
 
     from .models.architectures import DEFAULT_ARCH, netphys_vgg16
@@ -108,7 +116,7 @@ def train(train_dir, val_dir=None, *, config: TrainConfig = TrainConfig(), out=N
         torch.set_num_threads(config.threads)
     rng = check_random_state(config.random_state, func)
     torch_seed = int(rng.integers(2**62))
-    torch.manual_seed(torch_seed)  # the model's own default initialisation draws from here
+    torch.manual_seed(torch_seed)  # inside train's fork_rng: the model's initialisation draws from here
     gen = torch.Generator().manual_seed(torch_seed + 1)
 
     pre = Preprocess(resize=config.size, crop=config.size)
@@ -118,6 +126,9 @@ def train(train_dir, val_dir=None, *, config: TrainConfig = TrainConfig(), out=N
     va = StimulusSet.from_folder(val_dir, preprocess=pre) if val_dir else None
     if va is not None and va.class_names != tr.class_names:
         raise param_error("val_dir", func, "the same classes as train_dir", va.class_names)
+    if config.batch_size > len(tr):  # the last partial batch is dropped: no step would be taken
+        raise param_error("batch_size", func, f"an int <= the number of training images ({len(tr)})",
+                          config.batch_size, "pass a smaller batch_size")
     t0 = time.time()
     log.info("decoding %d training images", len(tr))
     x_all = torch.from_numpy(tr.load_images()).permute(0, 3, 1, 2).contiguous()

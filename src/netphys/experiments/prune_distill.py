@@ -192,6 +192,33 @@ def layer_information(features: dict, acts: np.ndarray, labels: np.ndarray, cfg:
 
 
 # ----------------------------------------------------------------------------- runner
+class _BoxFeatureCache:
+    """Features per (layer, RF box) over one image set, shared across realisations and networks.
+
+    Realisations that draw the same images (e.g. all of a 1000-image demo set) sample overlapping
+    units: their RF boxes are computed once. Features depend only on the images and the box.
+    """
+
+    def __init__(self):
+        self.key = None
+        self.store: dict = {}
+
+    def features(self, layer, stim_key, gray, boxes, want, device) -> dict:
+        from ..features import rf_features
+
+        if stim_key != self.key:
+            self.key, self.store = stim_key, {}
+        cache = self.store.setdefault((layer, want), {})
+        tuples = [tuple(int(v) for v in b) for b in boxes]
+        missing = sorted(set(t for t in tuples if t not in cache))
+        if missing:
+            new = rf_features(gray, np.array(missing, dtype=np.int64), features=want, device=device)
+            for j, t in enumerate(missing):
+                cache[t] = {k: v[:, j] for k, v in new.items()}
+        keys = list(cache[tuples[0]].keys())
+        return {k: np.stack([cache[t][k] for t in tuples], axis=1) for k in keys}
+
+
 def _seeds(cfg: Fig3Config):
     """Per realisation: (units/images seed, random-weights seed), spawned from ``random_state``."""
     out = []
@@ -249,11 +276,13 @@ def run_fig3(cfg: Fig3Config | None = None, out=None, *, progress: bool = True) 
     timings: dict = {"record": 0.0, "features": 0.0, "information": 0.0}
     total = len(cfg.networks) * cfg.realisations
     bar = tqdm(total=total * len(layers), desc="fig3", disable=not progress)
+    box_cache = _BoxFeatureCache()
     for r, (seed_ui, seed_w) in enumerate(seeds):
         stim = stim_all.subsample(n=n_img, random_state=seed_ui) if n_img < len(stim_all) else stim_all
         table = sample_units(base, layers, cfg.units, input_size=stim.size, random_state=seed_ui,
                              allow_fewer=True)
         feats_cache: dict = {}
+        stim_key = tuple(stim.coords["source"])
         labels = stim.labels
         gray = None
         for ni, net in enumerate(cfg.networks):
@@ -284,7 +313,7 @@ def run_fig3(cfg: Fig3Config | None = None, out=None, *, progress: bool = True) 
                         want = ["luminosity", "contrast"]
                         if li_pos >= cfg.skip_first:
                             want += [f for f in ("orientation", "corner") if f in cfg.features]
-                        feats_cache[l] = rf_features(gray, boxes, features=tuple(want), device=cfg.device)
+                        feats_cache[l] = box_cache.features(l, stim_key, gray, boxes, tuple(want), cfg.device)
                         timings["features"] += time.time() - t0
                     t0 = time.time()
                     res = layer_information(feats_cache[l], acts, labels, cfg, li_pos)
