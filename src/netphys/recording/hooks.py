@@ -26,7 +26,9 @@ def hooks(model: nn.Module, fns: dict):
 @contextlib.contextmanager
 def restored(model: nn.Module, *, eval_mode: bool = True, device=None):
     """Put ``model`` in eval mode (and on ``device``) for the block; restore mode and device after."""
-    was_training = model.training
+    # every module's own flag: model.train(flag) would also flip sub-modules deliberately kept in
+    # another mode (e.g. batch norm frozen in eval while fine-tuning)
+    modes = [(m, m.training) for m in model.modules()]
     params = list(model.parameters()) + list(model.buffers())
     old_device = params[0].device if params else None
     try:
@@ -38,7 +40,8 @@ def restored(model: nn.Module, *, eval_mode: bool = True, device=None):
     finally:
         if device is not None and old_device is not None and str(device) != str(old_device):
             model.to(old_device)
-        model.train(was_training)
+        for m, flag in modes:
+            m.training = flag
 
 
 class StopForward(Exception):

@@ -43,6 +43,10 @@ def layer_shapes(model: nn.Module, layers, input_size: int, in_channels: int = 3
     device = device or _model_device(model)
     with restored(model), hooks(model, {li.module: make(li.module) for li in infos}), torch.no_grad():
         model(torch.zeros(1, in_channels, input_size, input_size, device=device))
+    unused = [li.alias for li in infos if li.module not in shapes]
+    if unused:
+        raise param_error("layers", "layer_shapes", "layers that the model's forward pass runs", unused,
+                          "these modules are defined but never called; record other layers")
     return {li.alias: shapes[li.module] for li in infos}
 
 
@@ -69,18 +73,27 @@ def sample_units(model: nn.Module, layers=None, units=250, *, input_size: int | 
         One row per unit with columns layer, module, kind, depth, channel, row, col (row = col = -1 for
         FC units). Re-use it with :func:`record` to record the same units of another network.
     """
-    func = "sample_units"
+    return _sample_units(model, layers, units, input_size=input_size, random_state=random_state,
+                         allow_fewer=allow_fewer, func="sample_units")
+
+
+def _sample_units(model, layers, units, *, input_size, random_state, allow_fewer, func):
+    """:func:`sample_units`, with errors naming ``func`` (the public function the user called)."""
+    if isinstance(layers, str):
+        layers = [layers]
     layers = list(layers) if layers is not None else default_layers(model)
     if not layers:
         raise param_error("layers", func, "a non-empty list of layer names", layers)
+    infos = [resolve_layer(model, l, func) for l in layers]  # unknown names fail before any forward
     if input_size is None:
         input_size = model_info(model).input_size or 224
     input_size = check_int(input_size, "input_size", func, min_value=1)
     rng = check_random_state(random_state, func)
+    if not (isinstance(units, str) and units == "all"):
+        check_int(units, "units", func, min_value=1)
     shapes = layer_shapes(model, layers, input_size)
     frames = []
-    for l in layers:
-        li = resolve_layer(model, l, func)
+    for li in infos:
         shp = shapes[li.alias]
         total = int(np.prod(shp))
         if isinstance(units, str) and units == "all":
@@ -108,10 +121,45 @@ def sample_units(model: nn.Module, layers=None, units=250, *, input_size: int | 
 
 
 def _flat_index(table: pd.DataFrame, shape) -> np.ndarray:
+    """Flat index of each unit in a layer's output; ValueError for units outside ``shape``."""
     if len(shape) == 3:
         return np.ravel_multi_index((table["channel"].to_numpy(), table["row"].to_numpy(),
                                      table["col"].to_numpy()), shape)
-    return table["channel"].to_numpy()
+    ch = table["channel"].to_numpy()
+    if len(shape) != 1 or ((ch < 0) | (ch >= shape[0])).any():
+        raise ValueError(f"channel outside [0, {shape[0] if len(shape) == 1 else '?'}) for a layer of "
+                         f"shape {shape}")
+    return ch
+
+
+class _Gather:
+    """Read the sampled units ``(batch, k)`` out of a layer's output ``(batch, C, H, W)`` or ``(batch, F)``.
+
+    For a dense output (contiguous or channels-last) the units are read at their memory offsets
+    (``b * stride_n + channel * stride_c + row * stride_h + col * stride_w``) from a 1-D view of its
+    storage, so the cost is O(batch x k) whatever the layout. CPU convolutions may return channels-last
+    tensors, for which ``flatten(1)`` copies the whole activation; advanced indexing and index_select on
+    a 2-D strided view take slow generic paths (each can cost as much as a small layer's convolution).
+    """
+
+    def __init__(self, pos, device):
+        self.pos = tuple(np.asarray(p, dtype=np.int64) for p in pos)
+        self.index = tuple(torch.as_tensor(p, device=device) for p in self.pos)
+        self._by_strides: dict = {}
+
+    def __call__(self, o: torch.Tensor) -> torch.Tensor:
+        if o.dim() == 2:
+            return o.index_select(1, self.index[0])
+        if o.dim() != 4 or not (o.is_contiguous() or o.is_contiguous(memory_format=torch.channels_last)):
+            return o[(slice(None), *self.index)]  # any other layout: correct, slower
+        n, strides = o.shape[0], o.stride()
+        index = self._by_strides.get((n, strides))
+        if index is None:
+            lin = sum(p * s for p, s in zip(self.pos, strides[1:]))
+            offsets = (np.arange(n, dtype=np.int64)[:, None] * strides[0] + lin[None, :]).ravel()
+            index = self._by_strides[(n, strides)] = torch.as_tensor(offsets, device=o.device)
+        storage = torch.as_strided(o, (o.numel(),), (1,), o.storage_offset())
+        return storage.index_select(0, index).view(n, -1)
 
 
 def provenance(model: nn.Module, **extra) -> dict:
@@ -200,11 +248,12 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
                              depth=[infos[l].depth for l in table["layer"]])
         seed_note = "from unit table"
     else:
-        table = sample_units(model, layers, units, input_size=stimuli.size, random_state=random_state,
-                             allow_fewer=allow_fewer)
+        table = _sample_units(model, layers, units, input_size=stimuli.size, random_state=random_state,
+                              allow_fewer=allow_fewer, func=func)
         layers = list(dict.fromkeys(table["layer"]))
         infos = {l: resolve_layer(model, l, func) for l in layers}
-        seed_note = random_state if isinstance(random_state, int) else "generator"
+        seed_note = (int(random_state) if isinstance(random_state, (int, np.integer))
+                     and not isinstance(random_state, bool) else "generator")
     shapes = layer_shapes(model, layers, stimuli.size)
     hook_targets: dict[str, list] = {}
     col_slices = {}
@@ -224,11 +273,12 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
                 log.info("layer %s has no activation after it; site='post' records its output", l)
             else:
                 target = li.activation
-        hook_targets.setdefault(target, []).append((l, rows, torch.as_tensor(np.array(flat, dtype=np.int64), device=run_device)))
+        pos = np.unravel_index(np.asarray(flat, dtype=np.int64), shp)
+        hook_targets.setdefault(target, []).append((l, rows, _Gather(pos, run_device)))
         col_slices[l] = rows
     n, u = len(stimuli), len(table)
     out = np.empty((n, u), dtype=np.float32)
-    current: dict = {"idx": None, "fired": {}}
+    current: dict = {"idx": None, "fired": {}, "got": []}
     # the module whose hook fires last in the forward pass (for early stopping)
     order: list[str] = []
 
@@ -240,10 +290,10 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
             if current["fired"][target] > 1:
                 raise NetphysError(f"module {target!r} runs more than once per forward pass (a shared "
                                    "activation module, as in ResNet); record site='pre' or name another layer")
-            flat_out = output.detach().flatten(1)
-            for (l, rows, fidx) in entries:
-                vals = flat_out.index_select(1, fidx).to("cpu", torch.float32).numpy()
-                out[np.ix_(current["idx"], rows)] = vals
+            o = output.detach()
+            for (_l, rows, gather) in entries:
+                # gathering copies: a later in-place activation cannot change these values
+                current["got"].append((rows, gather(o).to(torch.float32)))
             if target == current.get("last"):
                 raise StopForward
         return fn
@@ -262,10 +312,16 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
                 for idx, x in stimuli.batches(batch_size, device=run_device):
                     current["idx"] = idx
                     current["fired"] = {}
+                    current["got"] = []
                     try:
                         model(x)
                     except StopForward:
                         pass
+                    # one device -> host copy per batch (not one per layer: each copy syncs a GPU)
+                    got = current["got"]
+                    cols = np.concatenate([rows for rows, _ in got])
+                    vals = torch.cat([v for _, v in got], dim=1).cpu().numpy()
+                    out[np.ix_(idx, cols)] = vals
                     bar.update(len(idx))
         except RuntimeError as exc:
             raise NetphysError(f"the forward pass of record failed on images of shape "
@@ -281,12 +337,15 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
                            "or its inputs contain non-finite values")
     coords = {c: ("unit", table[c].to_numpy()) for c in UNIT_COLUMNS}
     coords["site"] = ("unit", np.full(u, site))
-    for c in stimuli.coords.columns:
-        coords[c if c != "unit" else "stimulus_unit"] = ("stimulus", stimuli.coords[c].to_numpy())
+    for c in stimuli.coords.columns:  # a stimulus column must not overwrite a unit coordinate
+        name = f"stimulus_{c}" if c in coords or c in ("unit", "stimulus") else c
+        coords[name] = ("stimulus", stimuli.coords[c].to_numpy())
     coords["stimulus"] = np.arange(n)
     coords["unit"] = np.arange(u)
+    config = {"layers": layers, "units": units if not isinstance(units, pd.DataFrame) else "unit table",
+              "site": site, "random_state": seed_note, "batch_size": batch_size, "allow_fewer": allow_fewer}
     attrs = provenance(model, site=site, seed=seed_note, batch_size=batch_size,
-                       stimuli=stimuli.to_dict(), layers=layers)
+                       stimuli=stimuli.to_dict(), layers=layers, config=config)
     da = xr.DataArray(out, dims=("stimulus", "unit"), coords=coords, name="activation", attrs=attrs)
     return da
 

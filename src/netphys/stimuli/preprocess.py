@@ -71,11 +71,13 @@ class Preprocess:
         from PIL import Image
 
         w, h = image.size
-        if (w, h) != (self.crop, self.crop):
-            s = self.resize / min(w, h)
-            nw, nh = max(self.crop, int(round(w * s))), max(self.crop, int(round(h * s)))
-            if (nw, nh) != (w, h):
-                image = image.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+        # resize even when the image is already crop x crop: with resize > crop (ImageNet's 256 -> 224)
+        # a 224-px image is enlarged to 256 and centre-cropped, as in torchvision's pipeline
+        s = self.resize / min(w, h)
+        nw, nh = max(self.crop, int(round(w * s))), max(self.crop, int(round(h * s)))
+        if (nw, nh) != (w, h):
+            image = image.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+        if (nw, nh) != (self.crop, self.crop):
             left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
             image = image.crop((left, top, left + self.crop, top + self.crop))
         return np.asarray(image, dtype=np.uint8)

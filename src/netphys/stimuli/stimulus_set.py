@@ -132,9 +132,7 @@ class StimulusSet:
         names = [class_names.get(f, f) if class_names else f for f in present]
         coords["class_name"] = [names[l] if l >= 0 else "" for l in coords["label"]]
         if preprocess is None:
-            im = _open_rgb(coords["source"].iloc[0])
-            s = min(im.size)
-            preprocess = Preprocess(resize=s, crop=s)
+            preprocess = _size_of_first_readable(coords["source"], func)
         st = cls(coords[["label", "class_name", "source", "folder"]], preprocess,
                  loader=_PathLoader(list(coords["source"])), class_names=names,
                  name=name or root.name, attrs={"root": str(root.resolve())})
@@ -146,6 +144,9 @@ class StimulusSet:
     def from_zip(cls, path, *, preprocess: Preprocess | None = None, name: str | None = None) -> "StimulusSet":
         """Read images stored in a zip archive as ``<class>/<file>`` members (ImageFolder inside a zip)."""
         path = Path(path)
+        if not zipfile.is_zipfile(path):
+            raise param_error("path", "StimulusSet.from_zip", "an existing zip archive of images", str(path),
+                              "pass the .zip file that holds <class>/<image> members")
         with zipfile.ZipFile(path) as zf:
             members = sorted(m for m in zf.namelist() if m.lower().endswith(IMAGE_EXTENSIONS))
         if not members:
@@ -329,7 +330,9 @@ class StimulusSet:
             except Exception as exc:  # noqa: BLE001 - reported, not silent
                 src = self.coords["source"].iloc[int(i)]
                 log.error("could not read stimulus %d (%s): %s; using a grey image", i, src, exc)
-                self.attrs.setdefault("unreadable", []).append(src)
+                listed = self.attrs.get("unreadable", [])
+                if src not in listed:  # a new list: sets made by take() must not share it
+                    self.attrs["unreadable"] = [*listed, src]
                 out[j] = 128
         return out
 
@@ -358,6 +361,21 @@ class StimulusSet:
         return {"name": self.name, "n": len(self), "classes": list(self.class_names),
                 "preprocess": self.preprocess.to_dict(), **{k: v for k, v in self.attrs.items()
                                                             if isinstance(v, (str, int, float))}}
+
+
+def _size_of_first_readable(sources, func: str) -> Preprocess:
+    """Default preprocessing at the size of the first image that can be decoded (unreadable files are
+    reported when the images are loaded, so they must not stop the set from being built)."""
+    for src in sources:
+        try:
+            im = _open_rgb(src)
+        except Exception:  # noqa: BLE001 - reported again by load_images
+            log.warning("could not read %s", src)
+            continue
+        s = min(im.size)
+        return Preprocess(resize=s, crop=s)
+    raise param_error("root", func, "a folder containing readable images", f"{len(sources)} unreadable "
+                      "file(s)", "check the files, or pass preprocess= explicitly")
 
 
 def _read_classes_csv(root: Path) -> dict:

@@ -1,0 +1,162 @@
+"""Integration tests of the experiment runners on tiny data (trends are checked in slow runs only)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from PIL import Image
+
+from netphys._validation import NetphysError
+from netphys.experiments import prune_distill as pd_
+from netphys.experiments.config import load_config, save_config
+from netphys.experiments.population import (Fig5Config, IDLayersConfig, plot_fig5, plot_id_layers, run_fig5,
+                                            run_id_layers)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """3 classes x 14 images of 32x32 with class-dependent structure (gratings, blobs, noise)."""
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32]
+    for c in range(3):
+        d = root / f"class{c}"
+        d.mkdir()
+        for i in range(14):
+            if c == 0:
+                img = 0.5 + 0.5 * np.cos(0.6 * (xx * np.cos(i) + yy * np.sin(i)))
+            elif c == 1:
+                img = np.exp(-((xx - 16 - rng.integers(-6, 6)) ** 2 + (yy - 16) ** 2) / 40.0)
+            else:
+                img = rng.random((32, 32))
+            rgb = (np.clip(np.stack([img, img * 0.8, 1 - img], -1), 0, 1) * 255).astype(np.uint8)
+            Image.fromarray(rgb).save(d / f"im{i}.png")
+    return root
+
+
+def _cfg(folder, **kw):
+    base = dict(model="netphys_vgg16", weights="random", images=str(folder), n_images=42, units=12,
+                layers=("conv1_1", "conv2_1", "conv3_1", "fc6"), realisations=2, orientation_units=8,
+                orientation_images=30, corner_units=8, corner_images=25, batch_size=16)
+    base.update(kw)
+    return pd_.Fig3Config(**base)
+
+
+def test_fig3_runs_and_is_labelled(image_folder, tmp_path):
+    res = pd_.run_fig3(_cfg(image_folder), tmp_path / "run", progress=False)
+    assert res["information"].dims == ("network", "realisation", "layer", "feature")
+    assert list(res["layer"].values) == ["conv1_1", "conv2_1", "conv3_1", "fc6"]
+    v = res["information"]
+    # orientation/corner are not computed for the first two layers
+    assert np.isnan(v.sel(feature="orientation", layer="conv1_1")).all()
+    assert np.isnan(v.sel(feature="corner", layer="conv2_1")).all()
+    assert np.isfinite(v.sel(feature=["luminosity", "contrast", "category"])).all()
+    assert np.isfinite(v.sel(feature=["orientation", "corner"], layer=["conv3_1", "fc6"])).all()
+    assert (tmp_path / "run" / "information.nc").is_file()
+    assert (tmp_path / "run" / "information.csv").is_file()
+    assert json.loads(res.attrs["config"])["units"] == 12
+    df = pd_.summary(res)
+    assert set(df.columns) >= {"network", "layer", "feature", "mean", "sd"}
+
+
+def test_fig3_reproducible_and_resumes_identically(image_folder, tmp_path, monkeypatch):
+    cfg = _cfg(image_folder)
+    full = pd_.run_fig3(cfg, tmp_path / "a", progress=False)
+    # a run killed after a few layers, then restarted, gives identical numbers
+    calls = {"n": 0}
+    real = pd_.layer_information
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(pd_, "layer_information", dying)
+    with pytest.raises(KeyboardInterrupt):
+        pd_.run_fig3(cfg, tmp_path / "b", progress=False)
+    n_cached = len(list((tmp_path / "b" / "cache").glob("*.nc")))
+    assert n_cached == 4
+    monkeypatch.setattr(pd_, "layer_information", real)
+    calls2 = {"n": 0}
+
+    def counting(*a, **k):
+        calls2["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(pd_, "layer_information", counting)
+    resumed = pd_.run_fig3(cfg, tmp_path / "b", progress=False)
+    assert calls2["n"] == 2 * 2 * 4 - 4  # only the missing (network, realisation, layer) cells ran
+    xr.testing.assert_equal(full["information"], resumed["information"])
+    # no cache: same seed, same numbers
+    again = pd_.run_fig3(cfg, None, progress=False)
+    xr.testing.assert_equal(full["information"], again["information"])
+
+
+def test_fig3_different_seed_differs(image_folder):
+    a = pd_.run_fig3(_cfg(image_folder, realisations=1, layers=("conv2_1",)), None, progress=False)
+    b = pd_.run_fig3(_cfg(image_folder, realisations=1, layers=("conv2_1",), random_state=1), None,
+                     progress=False)
+    assert not np.allclose(a["information"].values, b["information"].values)
+
+
+def test_select_top_rule():
+    s = np.array([[0.1, 0.9, 0.5], [0.2, 0.8, 0.4], [0.3, 0.7, 0.6], [0.0, 1.0, 0.1]])
+    units, imgs = pd_.select_top(s, 2, 2)
+    assert units.tolist() == [1, 2]  # largest mean strength
+    assert imgs[:, 0].tolist() == [3, 0] and imgs[:, 1].tolist() == [2, 0]
+
+
+def test_config_roundtrip_and_unknown_key(tmp_path):
+    cfg = pd_.Fig3Config(units=10, layers=("conv1_1",))
+    p = save_config(cfg, tmp_path / "c.yaml")
+    back = load_config(pd_.Fig3Config, p)
+    assert back.units == 10 and tuple(back.layers) == ("conv1_1",)
+    with pytest.raises(NetphysError, match="unknown key.*'unitz'.*valid keys are"):
+        load_config(pd_.Fig3Config, {"unitz": 3})
+    with pytest.raises(NetphysError, match="'site' parameter of Fig3Config must be one of"):
+        pd_.Fig3Config(site="middle").validate()
+
+
+def test_hybrid_networks_and_inset(image_folder):
+    from netphys.models import load_model
+    from netphys.models.hybrid import hybrid_model
+
+    t = load_model("netphys_vgg16", "random", random_state=1)
+    r = load_model("netphys_vgg16", "random", random_state=2)
+    h = hybrid_model(t, r, 2)
+    sd_h, sd_t, sd_r = h.state_dict(), t.state_dict(), r.state_dict()
+    # layers 1-2 (features.0/1 conv+bn, features.3/4) from t, layer 3 on from r
+    assert np.array_equal(sd_h["features.0.weight"], sd_t["features.0.weight"])
+    assert np.array_equal(sd_h["features.4.weight"], sd_t["features.4.weight"])  # BN of conv1_2
+    assert np.array_equal(sd_h["features.7.weight"], sd_r["features.7.weight"])  # conv2_1
+    assert np.array_equal(sd_h["classifier.6.weight"], sd_r["classifier.6.weight"])
+    with pytest.raises(NetphysError, match="'l_star' parameter of hybrid_model"):
+        hybrid_model(t, r, 99)
+    km = pd_.first_layer_kernel_means(t)
+    assert km.shape == (16 * 3,)
+    res = pd_.run_fig3(_cfg(image_folder, networks=("trained", "random", "hybrid:2"), realisations=1,
+                            features=("luminosity",)), None, progress=False)
+    assert list(res["network"].values) == ["trained", "random", "hybrid:2"]
+    fig = pd_.plot_fig3(res, inset={"trained": km, "random": pd_.first_layer_kernel_means(r)})
+    assert len(fig.axes) >= 2
+
+
+def test_fig5_and_id_layers(image_folder, tmp_path):
+    cfg = Fig5Config(weights="random", images=str(image_folder), n_images=42, layers=("conv2_1", "fc6"),
+                     pool=20, n_units=10, n_subsamples=3, n_train=10, n_val=4)
+    res = run_fig5(cfg, tmp_path / "f5", progress=False)
+    assert res["val_accuracy"].dims == ("network", "layer", "subsample")
+    assert ((res["val_accuracy"] >= 0) & (res["val_accuracy"] <= 1)).all()
+    assert res.attrs["n_train_per_class"] == 10 and res.attrs["chance"] == pytest.approx(1 / 3)
+    plot_fig5(res)
+    idc = IDLayersConfig(weights="random", images=str(image_folder), n_images=42, layers=("conv2_1", "fc6"),
+                         units=50, realisations=2)
+    rid = run_id_layers(idc, tmp_path / "id", progress=False)
+    assert np.isfinite(rid["id"]).all() and (rid["id"] > 0).all()
+    plot_id_layers(rid)
+    # cached: a rerun loads the result
+    again = run_id_layers(idc, tmp_path / "id", progress=False)
+    xr.testing.assert_allclose(rid["id"], again["id"])
