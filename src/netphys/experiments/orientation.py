@@ -78,8 +78,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["OrientationConfig", "DefaultModelConfig", "PARTS", "AUGMENTATIONS", "run_orientation",
            "grating_responses", "channel_gosi", "gosi_by_layer", "fit_network", "load_imagenette",
-           "corrupt_labels", "training_labels", "augment_batch", "ablation_effects", "load_v1_gosi",
-           "v1_gosi",
+           "corrupt_labels", "training_labels", "augment_batch", "ablation_effects", "invariance_effects",
+           "load_v1_gosi", "v1_gosi",
            "plot_dynamics", "plot_sweep", "plot_ablation", "plot_invariance", "plot_v1_comparison",
            "report_orientation", "run", "run_fast", "run_default_model", "run_default_model_cli"]
 
@@ -160,6 +160,8 @@ class OrientationConfig:
         conv map).
     invariance_ablate : tuple of str
         Layers whose top-gOSI half is ablated for the shift-invariance comparison (Conv 2, Conv 3).
+    invariance_control : bool
+        Also measure the networks with the bottom-gOSI half ablated (a control not in the paper).
     invariance_shift, invariance_threshold : float
         10% shifts; images driving a unit above 90% of its maximum.
     v1_root : str or None
@@ -216,6 +218,7 @@ class OrientationConfig:
     ablation_random: int = 3
     invariance_units: int = 250
     invariance_ablate: tuple = ("conv2", "conv3")
+    invariance_control: bool = True
     invariance_shift: float = 0.1
     invariance_threshold: float = 0.9
     v1_root: str | None = None
@@ -778,6 +781,81 @@ def ablation_effects(model, test: StimulusSet, scores: xr.Dataset, layers, *, fr
     return pd.DataFrame(rows).set_index("layer")
 
 
+def invariance_effects(model, test: StimulusSet, scores: xr.Dataset, layers, ablate, *, units=250,
+                       fraction: float = 0.5, control: bool = True, shift: float = 0.1,
+                       threshold: float = 0.9, site: str = "post", random_state=0, batch_size: int = 256):
+    """Shift invariance of the intact network and of networks with the top (and bottom) ``fraction``
+    gOSI channels of each layer in ``ablate`` clamped to zero.
+
+    Parameters
+    ----------
+    model : nn.Module
+    test : StimulusSet
+    scores : xarray.Dataset
+        :func:`channel_gosi` output.
+    layers : sequence of str
+        Layers whose units are measured.
+    ablate : sequence of str
+        Layers ablated one at a time.
+    units : int or DataFrame
+        Units per layer (sampled once and shared by every network) or a unit table.
+    fraction : float
+    control : bool, default True
+        Also ablate the bottom ``fraction`` (a control not in the paper: does removing *any* half of
+        the layer disrupt invariance as much?).
+    shift, threshold, site, random_state, batch_size
+        As in :func:`netphys.interventions.shift_invariance`.
+
+    Returns
+    -------
+    summary : pandas.DataFrame
+        :func:`~netphys.interventions.cv_by_layer` rows with ``network`` (``"intact"``, ``"<layer>
+        top-gOSI ablated"``, ``"<layer> bottom-gOSI ablated"``), ``ablated_layer`` and ``group``.
+    tests : pandas.DataFrame
+        Per ablated network and layer: mean CV (over directions) of the units finite in both,
+        intact vs ablated, and the paired t-test over those units (t, p).
+    per_unit : dict
+        Network name -> :func:`~netphys.interventions.shift_invariance` Dataset.
+    """
+    from scipy.stats import ttest_rel
+
+    layers = list(layers)
+    table = units if isinstance(units, pd.DataFrame) else sample_units(
+        model, layers, units, input_size=test.size, random_state=random_state, allow_fewer=True)
+    kw = dict(units=table, shift=shift, threshold=threshold, site=site, batch_size=batch_size)
+    per_unit = {"intact": shift_invariance(model, test, **kw)}
+    meta = {"intact": ("none", "none")}
+    lay = scores["layer"].values
+    for l in ablate:
+        sel = lay == l
+        top, bottom = split_by_score(scores["gosi"].values[sel], fraction)
+        groups = (("top", top), ("bottom", bottom)) if control else (("top", top),)
+        for group, idx in groups:
+            name = f"{l} {group}-gOSI ablated"
+            with ablate_units(model, l, scores["channel"].values[sel][idx], site=site):
+                per_unit[name] = shift_invariance(model, test, **kw)
+            meta[name] = (l, group)
+    summary = pd.concat([cv_by_layer(d).assign(network=k, ablated_layer=meta[k][0], group=meta[k][1])
+                         for k, d in per_unit.items()], ignore_index=True)
+    tests = []
+    base = per_unit["intact"]
+    for name, d in per_unit.items():
+        if name == "intact":
+            continue
+        for l in layers:
+            a = base["cv"].values[base["layer"].values == l].mean(axis=1)
+            b = d["cv"].values[d["layer"].values == l].mean(axis=1)
+            ok = np.isfinite(a) & np.isfinite(b)
+            t = ttest_rel(b[ok], a[ok]) if ok.sum() > 2 and np.ptp(b[ok] - a[ok]) > 0 else None
+            tests.append({"network": name, "ablated_layer": meta[name][0], "group": meta[name][1], "layer": l,
+                          "n_units": int(ok.sum()),
+                          "cv_intact": float(np.mean(a[ok])) if ok.any() else np.nan,
+                          "cv_ablated": float(np.mean(b[ok])) if ok.any() else np.nan,
+                          "t": float(t.statistic) if t is not None else np.nan,
+                          "p": float(t.pvalue) if t is not None else np.nan})
+    return summary, pd.DataFrame(tests), per_unit
+
+
 # =============================================================================== V1
 def _v1_root(cfg: OrientationConfig) -> Path | None:
     if cfg.v1_root is not None:
@@ -786,33 +864,29 @@ def _v1_root(cfg: OrientationConfig) -> Path | None:
     return _find_shared("ecker-v1-gratings")
 
 
-def _read_ecker(path: Path):
-    import scipy.io as sio
-
-    return sio.loadmat(path, squeeze_me=True, struct_as_record=False)["data"]
-
-
 #: The V1 data's orientation grid: 8 orientations 22.5 deg apart (stored rounded, e.g. 22 or 158).
 _V1_STEP = 22.5
 _V1_N_ORI = 8
 
 
-def _snap(angles, path, session) -> np.ndarray:
+def _snap(angles, session) -> np.ndarray:
     a = np.asarray(angles, dtype=float)
     snapped = np.round(a / _V1_STEP) * _V1_STEP
     if np.any(np.abs(snapped - a) > 2.0):
-        raise NetphysError(f"{path}: session {session} has angles {sorted(set(a))} off the 22.5-deg grid")
+        raise NetphysError(f"Ecker V1 session {session} has angles {sorted(set(a))} off the 22.5-deg grid")
     return snapped
 
 
-def v1_gosi(root, kind: str = "static", *, window_ms=(50.0, 550.0), max_contamination: float = 0.05,
+def v1_gosi(root=None, kind: str = "static", *, window_ms=(50.0, 550.0), max_contamination: float = 0.05,
             min_rate_hz: float = 1.0, baseline: str = "none") -> xr.Dataset:
     """gOSI of the Ecker et al. (2010) macaque V1 single units, with the network's estimator.
 
-    The unmodified ``.mat`` files are read at load time (CC BY-NC-ND: nothing is converted or
-    shipped). Angles stored rounded (22, 158, ...) are snapped to the 22.5-deg grid. Per unit,
-    the rate in ``window_ms`` (bin centres, ms after onset) is averaged over repetitions for each
-    condition and arranged as a tuning array for :func:`netphys.stats.selectivity.gosi`:
+    The sessions are read by :func:`netphys.neural.load_ecker_v1` (the unmodified ``.mat``, converted
+    in memory; CC BY-NC-ND), which marks the zero-padded trials of conditions shown fewer times as
+    missing. Per unit, the spike count in ``window_ms`` (ms after onset, on the 10-ms bin grid) is
+    averaged over the valid repetitions of each condition, turned into a rate (Hz) and arranged as
+    a tuning array for :func:`netphys.stats.selectivity.gosi`. Angles stored rounded (22, 158, ...)
+    are snapped to the 22.5-deg grid.
 
     ``kind="static"``
         8 orientations x 2 contrasts; each session's highest contrast is used; one phase and one
@@ -825,17 +899,20 @@ def v1_gosi(root, kind: str = "static", *, window_ms=(50.0, 550.0), max_contamin
 
     Parameters
     ----------
-    root : path
-        Folder with ``data_v1_binned_static.mat`` and ``data_v1_binned_moving.mat``.
+    root : path, optional
+        The ``ecker-v1-gratings`` folder (or the shared data folder holding it); default: found by
+        :func:`netphys.neural.default_shared_root`.
     kind : {"static", "drifting"}
     window_ms : (float, float)
+        Response window ``[start, stop)`` in ms after onset (the 500-ms stimulus shifted by the
+        ~50-ms latency).
     max_contamination : float
         Units with contamination below this are kept (0.05, the original studies' criterion).
     min_rate_hz : float
         Units whose best condition is below this rate are dropped.
     baseline : {"none", "subtract"}
-        Subtract the unit's spontaneous rate (bins before onset) first; negative values are then
-        rectified by the estimator.
+        Subtract the unit's spontaneous rate (-200..0 ms, same trials) first; negative values are
+        then rectified by the estimator.
 
     Returns
     -------
@@ -846,7 +923,8 @@ def v1_gosi(root, kind: str = "static", *, window_ms=(50.0, 550.0), max_contamin
     Raises
     ------
     NetphysError
-        If the file is missing or has an unexpected layout.
+        For invalid options or when no unit passes the selection; ``FileNotFoundError`` when the
+        file is missing.
 
     References
     ----------
@@ -855,89 +933,83 @@ def v1_gosi(root, kind: str = "static", *, window_ms=(50.0, 550.0), max_contamin
     simple population code for orientation in primate V1", J. Neurosci. 32 (2012). Data: CC BY-NC-ND
     3.0, bethgelab.org/datasets/v1gratings.
     """
+    from ..neural import load_ecker_v1
+
     func = "v1_gosi"
     check_choice(kind, "kind", func, ("static", "drifting"))
     check_choice(baseline, "baseline", func, ("none", "subtract"))
-    fname = {"static": "data_v1_binned_static.mat", "drifting": "data_v1_binned_moving.mat"}[kind]
-    path = Path(root) / fname
-    if not path.is_file():
-        raise param_error("root", func, f"a folder containing {fname}", str(root))
-    sessions = np.atleast_1d(_read_ecker(path))
+    src = {"static": "static", "drifting": "moving"}[kind]
+    window_ms = tuple(float(w) for w in window_ms)
+    duration = (window_ms[1] - window_ms[0]) / 1000.0
+    evoked = load_ecker_v1(root, src, window=window_ms)
+    spont_ds = load_ecker_v1(root, src, window=(-200, 0))
     tunings, sess_id, subj, peaks, spont, skipped = [], [], [], [], [], []
     n_total = n_clean = 0
-    for si, s in enumerate(sessions):
-        try:
-            spikes = np.asarray(s.spikes, dtype=np.float64)  # units x conditions x bins x reps
-            times = np.asarray(s.times, dtype=float)
-            conds = np.atleast_1d(s.conditions)
-            contam = np.atleast_1d(np.asarray(s.contamination, dtype=float))
-        except AttributeError as exc:
-            raise NetphysError(f"{path}: session {si} lacks a field ({exc}); expected the Ecker et al. "
-                               "layout") from None
-        if spikes.ndim == 3:  # a single unit squeezed away
-            spikes = spikes[None]
-        n_total += spikes.shape[0]
-        bin_s = float(np.median(np.diff(times))) / 1000.0
-        win = (times >= window_ms[0]) & (times < window_ms[1])
-        pre = times < 0
-        # NaN-free mean over repetitions: spike counts -> rates (Hz)
-        rate = spikes[:, :, win, :].mean(axis=(2, 3)) / bin_s  # units x conditions
-        sp = spikes[:, :, pre, :].mean(axis=(1, 2, 3)) / bin_s  # units
+    axes = None
+    for date, ds in evoked.items():
+        da = ds.responses("V1")  # (stimulus, neuron) mean count over valid repeats
+        rate = da.values.T / duration  # neurons x conditions
+        sp = np.nanmean(spont_ds[date].responses("V1").values, axis=0) / 0.2  # neurons
+        contam = da["contamination"].values
+        n_total += rate.shape[0]
         if kind == "static":
-            ori = _snap([float(c.orientation) for c in conds], path, si)
-            con = np.array([float(c.contrast) for c in conds])
+            ori = _snap(da["orientation"].values, date)
+            con = da["contrast"].values.astype(float)
             keep_c = con == con.max()
-            ori_axis, phase_axis = np.mod(ori[keep_c], 180.0), np.zeros(keep_c.sum())
+            ori_axis, phase_axis = np.mod(ori[keep_c], 180.0), np.zeros(int(keep_c.sum()))
             r = rate[:, keep_c]
         else:
-            dirs = np.mod(_snap([float(c.direction) for c in conds], path, si), 360.0)
+            dirs = np.mod(_snap(da["direction"].values, date), 360.0)
             ori_axis, phase_axis = np.mod(dirs, 180.0), np.where(dirs >= 180.0, 180.0, 0.0)
             r = rate
-        if np.unique(ori_axis).size != _V1_N_ORI:
-            # an incomplete orientation circle biases gOSI (sum_k exp(2 i theta_k) != 0): skip
-            skipped.append(si)
-            log.info("%s session %d: %d orientations, not %d; skipped", path.name, si,
-                     np.unique(ori_axis).size, _V1_N_ORI)
-            continue
-        if baseline == "subtract":
-            r = r - sp[:, None]
         clean = contam < max_contamination
         n_clean += int(clean.sum())
-        ok = clean & (rate.max(axis=1) >= min_rate_hz)
+        if np.unique(ori_axis).size != _V1_N_ORI:
+            # an incomplete orientation circle biases gOSI (sum_k exp(2 i theta_k) != 0): skip
+            skipped.append(str(date))
+            log.info("Ecker V1 %s session %s: %d orientations, not %d; skipped", src, date,
+                     np.unique(ori_axis).size, _V1_N_ORI)
+            continue
+        if not np.all(np.isfinite(r)):
+            bad = ~np.all(np.isfinite(r), axis=1)
+            log.info("Ecker V1 session %s: %d unit(s) without a valid trial in some condition; dropped", date,
+                     int(bad.sum()))
+            clean &= ~bad
+        if baseline == "subtract":
+            r = r - sp[:, None]
+        ok = clean & (np.nan_to_num(rate).max(axis=1) >= min_rate_hz)
         if not ok.any():
             continue
         coords = pd.DataFrame({"orientation": ori_axis, "phase": phase_axis, "sf": np.zeros(ori_axis.size)})
         t = tuning_array(r[ok].T, coords)
         tunings.append(t.values)
-        sess_id += [si] * int(ok.sum())
-        subj += [str(s.subject)] * int(ok.sum())
-        peaks.append(rate[ok].max(axis=1))
+        sess_id += [str(date)] * int(ok.sum())
+        subj += [str(ds.attrs.get("subject", ""))] * int(ok.sum())
+        peaks.append(np.nan_to_num(rate[ok]).max(axis=1))
         spont.append(sp[ok])
         axes = {d: t[d].values for d in ("orientation", "phase", "sf")}
     if not tunings:
-        raise NetphysError(f"{path}: no unit passes contamination < {max_contamination} and a peak rate >= "
-                           f"{min_rate_hz} Hz")
+        raise NetphysError(f"no Ecker V1 {src} unit passes contamination < {max_contamination} and a peak rate "
+                           f">= {min_rate_hz} Hz")
     vals = np.concatenate(tunings, axis=0)
     tun = xr.DataArray(vals, dims=("unit", "orientation", "phase", "sf"),
                        coords={**axes, "unit": np.arange(vals.shape[0])}, attrs={"units": "Hz"})
-    ds = gosi(tun)
-    ds = ds.assign_coords(session=("unit", np.array(sess_id)), subject=("unit", np.array(subj)))
-    ds["peak_rate_hz"] = ("unit", np.concatenate(peaks))
-    ds["spontaneous_hz"] = ("unit", np.concatenate(spont))
-    ds.attrs.update(kind=kind, n_sessions=int(len(sessions)), sessions_skipped=skipped,
-                    n_units_total=int(n_total), n_units_clean=int(n_clean),
-                    n_units_used=int(vals.shape[0]), window_ms=list(map(float, window_ms)),
-                    max_contamination=float(max_contamination), min_rate_hz=float(min_rate_hz),
-                    baseline=baseline, source=str(path))
-    return ds
+    out = gosi(tun)
+    out = out.assign_coords(session=("unit", np.array(sess_id)), subject=("unit", np.array(subj)))
+    out["peak_rate_hz"] = ("unit", np.concatenate(peaks))
+    out["spontaneous_hz"] = ("unit", np.concatenate(spont))
+    first = next(iter(evoked.values()))
+    out.attrs.update(kind=kind, n_sessions=len(evoked), sessions_skipped=skipped, n_units_total=int(n_total),
+                     n_units_clean=int(n_clean), n_units_used=int(vals.shape[0]), window_ms=list(window_ms),
+                     max_contamination=float(max_contamination), min_rate_hz=float(min_rate_hz),
+                     baseline=baseline, source=str(first.attrs.get("path", "")),
+                     loader="netphys.neural.load_ecker_v1", citation=str(first.attrs.get("citation", "")))
+    return out
 
 
 def load_v1_gosi(cfg: OrientationConfig) -> dict:
-    """``{"V1 static": Dataset, "V1 drifting": Dataset}`` or ``{}`` when the data are absent.
-
-    Uses ``netphys.neural.load_ecker_v1`` when that loader exists and returns spike arrays in the
-    original layout; otherwise reads the ``.mat`` files directly (:func:`v1_gosi`).
-    """
+    """``{"V1 static": Dataset, "V1 drifting": Dataset}`` from :func:`v1_gosi` with the config's
+    selection, or ``{}`` when the data are absent."""
     root = _v1_root(cfg)
     if root is None:
         log.warning("V1 data not found (../shared/data/ecker-v1-gratings); skipping the V1 comparison")
@@ -1186,42 +1258,12 @@ def _run_orientation(cfg: OrientationConfig, out, progress: bool) -> dict:
     if "invariance" in cfg.parts:
         t0 = time.time()
         test = _stimuli(data["x_test"], data["y_test"], pre, data["class_names"], "test")
-        table = sample_units(model, list(cfg.layers), cfg.invariance_units, input_size=cfg.in_size,
-                             random_state=s_inv, allow_fewer=True)
-        kw = dict(units=table, shift=cfg.invariance_shift, threshold=cfg.invariance_threshold, site=cfg.site,
-                  batch_size=cfg.eval_batch_size)
-        frames, per_unit = [], {}
-        ds = shift_invariance(model, test, **kw)
-        per_unit["intact"] = ds
-        for l in cfg.invariance_ablate:
-            sel = res["gosi"]["layer"].values == l
-            top, _ = split_by_score(res["gosi"]["gosi"].values[sel], cfg.ablation_fraction)
-            with ablate_units(model, l, res["gosi"]["channel"].values[sel][top], site=cfg.site):
-                per_unit[f"{l} top-gOSI ablated"] = shift_invariance(model, test, **kw)
-        for name, d in per_unit.items():
-            frames.append(cv_by_layer(d).assign(network=name))
-        inv = pd.concat(frames, ignore_index=True)
-        res["invariance"] = inv
-        res["invariance_units"] = per_unit
-        # Welch t-test of intact vs ablated per layer (direction 'all'), as the paper's "significantly"
-        from scipy.stats import ttest_ind
-
-        tests = []
-        base = per_unit["intact"]
-        for name, d in per_unit.items():
-            if name == "intact":
-                continue
-            for l in cfg.layers:
-                a = base["cv"].values[base["layer"].values == l].mean(axis=1)
-                b = d["cv"].values[d["layer"].values == l].mean(axis=1)
-                ok = np.isfinite(a) & np.isfinite(b)
-                t = ttest_ind(b[ok], a[ok], equal_var=False) if ok.sum() > 2 else None
-                tests.append({"network": name, "layer": l, "n_units": int(ok.sum()),
-                              "cv_intact": float(np.mean(a[ok])) if ok.any() else np.nan,
-                              "cv_ablated": float(np.mean(b[ok])) if ok.any() else np.nan,
-                              "t": float(t.statistic) if t is not None else np.nan,
-                              "p": float(t.pvalue) if t is not None else np.nan})
-        res["invariance_tests"] = pd.DataFrame(tests)
+        inv = invariance_effects(model, test, res["gosi"], cfg.layers, cfg.invariance_ablate,
+                                 units=cfg.invariance_units, fraction=cfg.ablation_fraction,
+                                 control=cfg.invariance_control, shift=cfg.invariance_shift,
+                                 threshold=cfg.invariance_threshold, site=cfg.site, random_state=s_inv,
+                                 batch_size=cfg.eval_batch_size)
+        res["invariance"], res["invariance_tests"], res["invariance_units"] = inv
         timings["invariance"] = time.time() - t0
     # ------------------------------------------------------------------ V1
     if "v1" in cfg.parts:
@@ -1430,7 +1472,8 @@ def plot_ablation(ablation: pd.DataFrame, *, ax=None):
         if m:
             ax.text(i, top[i] + 0.05 * span, "*", ha="center", fontsize=14)
     ax.axhline(0, color="k", lw=0.7)
-    ax.set_xticks(x, layers)
+    ax.set_xticks(x, layers, rotation=60 if len(layers) > 8 else 0, ha="right" if len(layers) > 8 else "center",
+                  fontsize=8 if len(layers) > 8 else None)
     ax.set_ylabel("change of test loss")
     ax.set_xlabel("ablated layer")
     ax.spines[["top", "right"]].set_visible(False)
@@ -1439,8 +1482,15 @@ def plot_ablation(ablation: pd.DataFrame, *, ax=None):
 
 
 def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all"):
-    """Fig. 6: coefficient of variation under shifts per layer (mean +- SEM), intact network vs
-    each ablated network (one panel per ablation).
+    """Fig. 6: coefficient of variation under shifts per layer (mean +- SEM over units), intact
+    network (black) vs the top-gOSI (red) and bottom-gOSI (blue) halves of a layer ablated; one
+    panel per ablated layer.
+
+    Parameters
+    ----------
+    invariance : pandas.DataFrame
+        The summary of :func:`invariance_effects`.
+    direction : {"all", "horizontal", "vertical", "both"}
 
     Returns
     -------
@@ -1449,20 +1499,22 @@ def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all"):
     import matplotlib.pyplot as plt
 
     d = invariance[invariance["direction"] == direction]
-    nets = [n for n in dict.fromkeys(d["network"]) if n != "intact"]
-    fig, axes = plt.subplots(1, max(1, len(nets)), figsize=(4.2 * max(1, len(nets)), 3.4), squeeze=False,
-                             layout="constrained")
+    ablated = [l for l in dict.fromkeys(d["ablated_layer"]) if l != "none"]
+    n = max(1, len(ablated))
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.4), squeeze=False, layout="constrained")
     base = d[d["network"] == "intact"]
     layers = list(dict.fromkeys(base["layer"]))
     x = np.arange(len(layers))
-    for a, name in zip(axes[0], nets or ["intact"]):
+    colors = {"top": "tab:red", "bottom": "tab:blue"}
+    for a, l in zip(axes[0], ablated or [None]):
         a.errorbar(x, base["mean"], yerr=base["sem"], fmt="o-", color="k", capsize=2, label="no ablation")
-        if name != "intact":
-            s = d[d["network"] == name].set_index("layer").loc[layers]
-            a.errorbar(x + 0.08, s["mean"], yerr=s["sem"], fmt="o-", color="tab:red", capsize=2,
-                       label="top-gOSI half ablated")
-        a.set_xticks(x, layers, fontsize=8)
-        a.set_title(name if name != "intact" else "intact", fontsize=9)
+        for k, (group, grp) in enumerate(d[d["ablated_layer"] == l].groupby("group", sort=False)):
+            s = grp.set_index("layer").loc[layers]
+            a.errorbar(x + 0.08 * (k + 1), s["mean"], yerr=s["sem"], fmt="o-", color=colors.get(group, "0.5"),
+                       capsize=2, ms=4, label=f"{group}-gOSI half ablated")
+        a.set_xticks(x, layers, fontsize=8, rotation=60 if len(layers) > 8 else 0,
+                     ha="right" if len(layers) > 8 else "center")
+        a.set_title(f"{l} ablation" if l else "intact", fontsize=9)
         a.set_ylabel(f"CV under shift ({direction})")
         a.spines[["top", "right"]].set_visible(False)
         a.legend(frameon=False, fontsize=7)
@@ -1547,9 +1599,12 @@ def _findings(res: dict) -> list[str]:
         t = res["invariance_tests"]
         last = cfg.layers[-1]
         tt = t[t["layer"] == last]
-        f.append(f"Shift invariance of {last} (CV, mean over directions): " + "; ".join(
-            f"{row.network}: {row.cv_ablated:.3f} vs intact {row.cv_intact:.3f} (Welch p={row.p:.2g})"
-            for row in tt.itertuples()) + ".")
+        base = res["invariance"]
+        base = base[(base["network"] == "intact") & (base["direction"] == "all")]
+        f.append("Shift invariance, CV per layer of the intact network: " + ", ".join(
+            f"{r.layer} {r.mean:.2f}" for r in base.itertuples()) + f". CV of {last} (mean over directions): " +
+            "; ".join(f"{row.network}: {row.cv_ablated:.3f} vs intact {row.cv_intact:.3f} (paired t-test p={row.p:.2g})"
+                      for row in tt.itertuples()) + ".")
     if res.get("v1"):
         parts = []
         for k, d in res["v1"].items():
@@ -1631,10 +1686,11 @@ def report_orientation(res: dict, out, *, title: str = "Orientation selectivity 
         rep.heading("Shift invariance (B5)")
         fig = plot_invariance(res["invariance"])
         rep.figure(fig, "Fig. 6: coefficient of variation of single units under 10% shifts (mean over "
-                   "horizontal, vertical and diagonal shifts; mean +- SEM over units), intact vs ablated.",
+                   "horizontal, vertical and diagonal shifts; mean +- SEM over units), intact (black) vs the "
+                   "top-gOSI half (red) or, as a control, the bottom-gOSI half (blue) of a layer ablated.",
                    stem=out / "invariance")
         plt.close(fig)
-        rep.table(res["invariance_tests"], "intact vs ablated (Welch t-test per layer)")
+        rep.table(res["invariance_tests"], "intact vs ablated (paired t-test over the same units, per layer)")
         wide = res["invariance"].pivot_table(index="layer", columns=["network", "direction"], values="mean",
                                              sort=False)
         rep.table(wide, "mean CV per layer, network and shift direction")
@@ -1781,18 +1837,9 @@ def run_default_model(cfg: DefaultModelConfig | None = None, out=None, *, progre
         stim = stim.subsample(n=cfg.n_images, random_state=s_img)
     abl = ablation_effects(model, stim, g, layers, fraction=cfg.ablation_fraction, n_random=cfg.ablation_random,
                            site=cfg.site, random_state=s_abl, progress=progress)
-    table = sample_units(model, layers, cfg.invariance_units, input_size=info.input_size, random_state=s_inv,
-                         allow_fewer=True)
-    kw = dict(units=table, site=cfg.site)
-    per = {"intact": shift_invariance(model, stim, **kw)}
-    for l in cfg.invariance_ablate:
-        if l not in layers:
-            continue
-        sel = g["layer"].values == l
-        top, _ = split_by_score(g["gosi"].values[sel], cfg.ablation_fraction)
-        with ablate_units(model, l, g["channel"].values[sel][top], site=cfg.site):
-            per[f"{l} top-gOSI ablated"] = shift_invariance(model, stim, **kw)
-    inv = pd.concat([cv_by_layer(d).assign(network=k) for k, d in per.items()], ignore_index=True)
+    inv, _, _ = invariance_effects(model, stim, g, layers, [l for l in cfg.invariance_ablate if l in layers],
+                                   units=cfg.invariance_units, fraction=cfg.ablation_fraction, site=cfg.site,
+                                   random_state=s_inv)
     v1 = load_v1_gosi(OrientationConfig()) if cfg.v1 else {}
     seconds = time.time() - t0
     summ.to_csv(out / "gosi_by_layer.csv")

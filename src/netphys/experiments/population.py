@@ -141,7 +141,7 @@ def plot_fig5(result: xr.Dataset, axes=None):
     axes[1].set_title(f"B  linear SVM, {int(result['n_units'].max())} units x "
                       f"{result.sizes['subsample']} subsamples", fontsize=10, loc="left")
     axes[0].legend(frameon=False, fontsize=8)
-    axes[1].legend(frameon=False, fontsize=7, ncol=2)
+    axes[1].legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 

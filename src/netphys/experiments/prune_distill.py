@@ -441,7 +441,7 @@ def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None):
         ax.set_xlabel("layer")
         ax.set_ylim(bottom=min(0, float(np.nanmin(result["information"].sel(feature=feat).values)) - 0.01))
     axes[0].set_ylabel("normalised information  $U^\\ell$")
-    axes[0].legend(frameon=False, fontsize=8, loc="upper right")
+    axes[-1].legend(frameon=False, fontsize=8, loc="upper left")
     if inset is not None and "luminosity" in feats:
         ax = axes[feats.index("luminosity")]
         ins = ax.inset_axes([0.45, 0.45, 0.5, 0.38])
