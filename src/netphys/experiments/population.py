@@ -358,6 +358,10 @@ def run_fig2(cfg: Fig2Config | None = None, out=None, *, progress: bool = True) 
                      "d_inf_boot_err": (fit.d_inf_boot_err if ok and fit.d_inf_boot_err is not None
                                         else np.nan), "saturates": bool(ok)})
     table = pd.DataFrame(rows)
+    # an asymptote is reported as reliable only when it is positive and its bootstrap SD (or, without a
+    # bootstrap, its fit SD) is below half its value; otherwise the curve does not constrain it
+    err = table["d_inf_boot_err"].where(np.isfinite(table["d_inf_boot_err"]), table["d_inf_err"])
+    table["reliable"] = table["saturates"] & (table["d_inf"] > 0) & (err < 0.5 * table["d_inf"])
     if out is not None:
         out = Path(out)
         from ..io import atomic_write_text
@@ -393,7 +397,9 @@ def plot_fig2(result: dict):
     a.spines[["top", "right"]].set_visible(False)
     x = np.arange(1, len(table) + 1)
     err = table["d_inf_boot_err"].where(np.isfinite(table["d_inf_boot_err"]), table["d_inf_err"])
-    b.errorbar(x, table["d_inf"], yerr=err, fmt="o", color="k", capsize=3)
+    ok = table["reliable"].to_numpy(bool) if "reliable" in table else np.ones(len(table), bool)
+    b.errorbar(x[ok], table["d_inf"][ok], yerr=err[ok], fmt="o", color="k", capsize=3,
+               label="asymptote (reliable fits)")
     b.plot(x, table["id_full"], "x", color="0.5", label="ID of all neurons")
     b.set_xticks(x)
     b.set_xticklabels(table["area"], rotation=60, ha="right", fontsize=7)
@@ -419,7 +425,8 @@ def run_fig2_cli(config=None, out=None, *, progress: bool = True) -> Path:
     fig = plot_fig2(res)
     rep.figure(fig, "TwoNN ID of random sub-populations (mean +- SD over sub-populations) with the "
                "saturating power-law fit ID(n) = d_inf - a n^-b; right: asymptotes d_inf "
-               "(+- bootstrap SD).", stem=out / "fig2")
+               "(+- bootstrap SD) where the fit constrains them (positive, SD < 50%), and the ID of all "
+               "recorded neurons.", stem=out / "fig2")
     plt.close(fig)
     rep.table(res["table"], "asymptotes")
     rep.json(config_to_dict(cfg), "config")

@@ -1,0 +1,7 @@
+"""Interventions that change a network for a ``with`` block (ablation) and the measures made on
+the changed network (shift invariance)."""
+from .ablation import ablate_units, layer_channels, split_by_score
+from .invariance import DIRECTIONS, cv_by_layer, shift_images, shift_invariance, shifted
+
+__all__ = ["ablate_units", "layer_channels", "split_by_score", "shift_images", "shifted",
+           "shift_invariance", "cv_by_layer", "DIRECTIONS"]

@@ -1,0 +1,253 @@
+"""Orientation-selectivity rig: gratings -> gOSI of channels, training with gOSI per epoch, the sweep
+(serial and process back-ends), ablation, shift invariance, V1 with the same estimator, report, CLI.
+Training is kept tiny: 32-px random images, 3 classes, 1 epoch."""
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from conftest import SHARED_DATA, no_hooks_left  # noqa: E402
+from netphys._validation import NetphysError  # noqa: E402
+from netphys.experiments import orientation as ori  # noqa: E402
+from netphys.experiments.orientation import OrientationConfig  # noqa: E402
+from netphys.models.cifar import reference_cnn  # noqa: E402
+from netphys.stimuli.gratings import gratings  # noqa: E402
+
+V1_ROOT = SHARED_DATA / "ecker-v1-gratings"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One PyTorch thread for these small networks (much faster on a busy CI machine); restored."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("orient") / "imgs"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 10), ("val", 4)):
+        for c in ("a", "b", "c"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def tiny(folder, **kw):
+    base = dict(data=str(folder), max_train=None, max_test=None, epochs=1, sweep_epochs=1,
+                sweep_augmentations=("none",), corruption_rates=(1.0,), backend="serial",
+                invariance_units=8, ablation_random=2, spearman_epochs=3, eval_batch_size=64,
+                layers=("conv1", "conv2", "conv3", "fc7"))
+    base.update(kw)
+    return OrientationConfig.fast(**base)
+
+
+@pytest.fixture(scope="module")
+def run(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("orient_out")
+    cfg = tiny(folder)
+    res = ori.run_orientation(cfg, out, progress=False)
+    return cfg, res, out
+
+
+# ----------------------------------------------------------------------------- config
+def test_fast_config_and_paper_defaults():
+    paper = OrientationConfig()
+    assert (paper.epochs, paper.batch_size, paper.lr, paper.dynamics_lr) == (200, 32, 1e-3, 1e-4)
+    assert paper.sweep_seeds == 50 and len(paper.sweep_augmentations) == 4
+    assert paper.corruption_rates == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    assert paper.layers == ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc7")
+    fast = OrientationConfig.fast()
+    assert fast.in_size == 32 and fast.epochs < paper.epochs and fast.dynamics_lr is None
+    assert OrientationConfig.fast(epochs=3).epochs == 3
+    fast.validate()
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"augmentation": "rotate"}, r"the 'augmentation' parameter of OrientationConfig must be one of 'none', "
+                                 r"'shift', 'flip', 'shift\+flip', got 'rotate'"),
+    ({"in_size": 16}, r"the 'in_size' parameter of OrientationConfig must be an int >= 29, got 16"),
+    ({"parts": ("everything",)}, r"the 'parts' parameter of OrientationConfig must be one of"),
+    ({"invariance_ablate": ("conv9",)}, r"the 'invariance_ablate' parameter .* layers among"),
+    ({"backend": "mpi"}, r"the 'backend' parameter of OrientationConfig must be one of"),
+])
+def test_config_errors(kw, match):
+    with pytest.raises(NetphysError, match=match):
+        OrientationConfig(**kw).validate()
+
+
+def test_fast_cli_config_file_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"epochs": 2, "in_size": 64, "layers": ["conv1", "conv2"]}))
+    cfg = ori._cfg(str(f), fast=True)
+    assert (cfg.epochs, cfg.in_size, cfg.layers, cfg.max_train) == (2, 64, ("conv1", "conv2"), 7500)
+    f.write_text(yaml.safe_dump({"epoch": 2}))
+    with pytest.raises(NetphysError, match=r"unknown key\(s\) \['epoch'\]"):
+        ori._cfg(str(f), fast=True)
+
+
+# ----------------------------------------------------------------------------- building blocks
+def test_corrupt_labels_and_augmentation():
+    y = np.arange(1000) % 10
+    assert np.array_equal(ori.corrupt_labels(y, 0.0, 10), y)
+    changed = np.mean(ori.corrupt_labels(y, 1.0, 10, random_state=1) != y)
+    assert 0.85 < changed < 0.95  # a random label keeps the true one 1 time in 10
+    assert np.array_equal(ori.corrupt_labels(y, 0.5, 10, 3), ori.corrupt_labels(y, 0.5, 10, 3))
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (8, 3, 10, 10), dtype=np.uint8))
+    g = torch.Generator().manual_seed(0)
+    flipped = ori.augment_batch(x, "flip", 0.1, g)
+    assert all(torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1)) for i in range(8))
+    shifted = ori.augment_batch(x, "shift+flip", 0.2, g)
+    assert shifted.dtype == torch.uint8 and shifted.shape == x.shape
+    assert torch.equal(ori.augment_batch(x, "none", 0.1, g), x)
+
+
+def test_grating_responses_centre_and_mean():
+    model = reference_cnn(num_classes=3, in_size=32, random_state=0)
+    grats = gratings(32)
+    centre = ori.grating_responses(model, grats, ["conv1", "conv6", "fc7"])
+    mean = ori.grating_responses(model, grats, ["conv1", "conv6", "fc7"], response="mean")
+    assert centre.shape == mean.shape == (432, 32 + 128 + 512)
+    c1 = centre["layer"].values == "conv1"
+    assert set(centre["row"].values[c1]) == {15} and set(mean["row"].values) == {-1}
+    assert (centre.values >= 0).all()  # post-ReLU
+    # conv6 is 1x1 at 32 px and FC units are single: centre == mean there
+    rest = ~c1
+    np.testing.assert_allclose(centre.values[:, rest], mean.values[:, rest], rtol=1e-5, atol=1e-6)
+    g = ori.channel_gosi(centre)
+    assert ((g["gosi"] >= 0) & (g["gosi"] <= 1)).all()
+    table = ori.gosi_by_layer(g)
+    assert list(table.index) == ["conv1", "conv6", "fc7"] and (table["n_units"] == [32, 128, 512]).all()
+    assert no_hooks_left(model)
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_run_selectivity_and_dynamics(run):
+    cfg, res, _ = run
+    g = res["gosi"]
+    assert g.sizes["unit"] == 32 + 32 + 64 + 512
+    assert float(g["gosi"].min()) >= 0 and float(g["gosi"].max()) <= 1
+    assert res["shuffled"].sizes["shuffle"] == 1
+    hist = res["history"]
+    assert list(hist.index) == [0, 1] and np.isnan(hist.loc[0, "train_loss"])
+    assert {f"gosi_{l}" for l in cfg.layers} <= set(hist.columns)
+    dyn = res["dynamics"]
+    assert dyn["note"].startswith("the main network") and list(dyn["spearman"].index) == list(cfg.layers)
+    assert res["n_images"] == {"train": 24, "val": 6, "test": 12}
+    assert 0 <= res["test"]["accuracy"] <= 1
+
+
+def test_run_sweep_ablation_invariance(run):
+    cfg, res, _ = run
+    sweep = res["sweep"]
+    assert list(sweep.index) == ["none_p0_s0", "none_p1_s0"]
+    assert {"test_loss", "train_loss", "gosi_conv1", "selective_fc7"} <= set(sweep.columns)
+    assert list(res["sweep_rho"].index) == list(cfg.layers)
+    abl = res["ablation"]
+    assert list(abl.index) == list(cfg.layers)
+    assert (abl["n_ablated"] == abl["n_channels"] // 2).all()
+    assert (abl["gosi_top"] >= abl["gosi_bottom"]).all()
+    expected = (abl["d_top"] > 0) & (abl["d_top"] > 2 * abl["d_bottom"])
+    assert (abl["marked"] == expected).all()
+    inv = res["invariance"]
+    assert set(inv["network"]) == {"intact", "conv2 top-gOSI ablated", "conv3 top-gOSI ablated",
+                                   "conv2 bottom-gOSI ablated", "conv3 bottom-gOSI ablated"}
+    assert set(inv["direction"]) == {"horizontal", "vertical", "both", "all"}
+    tests = res["invariance_tests"]
+    assert set(tests["layer"]) == set(cfg.layers) and set(tests["group"]) == {"top", "bottom"}
+    # layers below the ablated one are untouched
+    below = tests[(tests["ablated_layer"] == "conv3") & tests["layer"].isin(["conv1", "conv2"])]
+    np.testing.assert_allclose(below["cv_ablated"], below["cv_intact"])
+
+
+@pytest.mark.skipif(not V1_ROOT.is_dir(), reason="../shared/data/ecker-v1-gratings is absent")
+def test_v1_same_estimator(run):
+    _, res, _ = run
+    static, drifting = res["v1"]["V1 static"], res["v1"]["V1 drifting"]
+    assert static.attrs["n_sessions"] == 17 and len(static.attrs["sessions_skipped"]) == 4
+    assert drifting.attrs["n_sessions"] == 27 and drifting.attrs["sessions_skipped"] == []
+    for d in (static, drifting):
+        assert 0 < d.sizes["unit"] <= d.attrs["n_units_clean"] <= d.attrs["n_units_total"]
+        assert float(d["gosi"].min()) >= 0 and float(d["gosi"].max()) <= 1
+        assert (d["peak_rate_hz"] >= 1.0).all()
+
+
+@pytest.mark.skipif(not V1_ROOT.is_dir(), reason="../shared/data/ecker-v1-gratings is absent")
+def test_v1_gosi_by_hand():
+    """One drifting-grating unit recomputed from the raw .mat with the textbook formula."""
+    import scipy.io as sio
+
+    s = sio.loadmat(V1_ROOT / "data_v1_binned_moving.mat", squeeze_me=True, struct_as_record=False)["data"][0]
+    ds = ori.v1_gosi(V1_ROOT, "drifting", min_rate_hz=0.0, max_contamination=1.0)
+    win = (s.times >= 50) & (s.times < 550)
+    counts = s.spikes[0][:, win, :].astype(float).sum(axis=1)  # unit 0: 16 directions x repeats
+    counts[s.spikes.sum(axis=(0, 2)) == 0] = np.nan  # trials in which no unit fired: padding
+    rate = np.nanmean(counts, axis=1) / 0.5
+    dirs = np.array([float(c.direction) for c in s.conditions])
+    ori_deg = np.mod(dirs, 180)
+    r = np.array([rate[ori_deg == o].max() for o in np.unique(ori_deg)])
+    theta = np.deg2rad(np.unique(ori_deg))
+    expected = np.abs(np.sum(r * np.exp(2j * theta))) / r.sum()
+    assert float(ds["gosi"].values[0]) == pytest.approx(expected, rel=1e-9)
+
+
+def test_report_and_cache(run, folder):
+    cfg, res, out = run
+    path = ori.report_orientation(res, out)
+    html = path.read_text()
+    assert "Findings" in html and "Spearman" in html and "Ablation" in html
+    for stem in ("gosi_histograms", "tuning_curves", "dynamics", "sweep", "ablation", "invariance"):
+        assert (out / f"{stem}.png").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["gosi_by_layer"]) == set(cfg.layers)
+    assert pd.read_csv(out / "ablation.csv").shape[0] == len(cfg.layers)
+    # a rerun with the same settings re-uses the trained network and the sweep
+    again = ori.run_orientation(tiny(folder, parts=("selectivity", "sweep")), out, progress=False)
+    np.testing.assert_array_equal(again["gosi"]["gosi"].values, res["gosi"]["gosi"].values)
+    pd.testing.assert_frame_equal(again["sweep"], res["sweep"])
+
+
+def test_sweep_in_worker_processes(run, folder, tmp_path):
+    """The same networks trained by 2 worker processes give the serial results."""
+    _, res, _ = run
+    cfg = tiny(folder, parts=("sweep",), backend="process", max_workers=2)
+    par = ori.run_orientation(cfg, tmp_path, progress=False)
+    assert par["sweep_backend"] == "process"
+    np.testing.assert_allclose(par["sweep"]["test_loss"], res["sweep"]["test_loss"], rtol=1e-3)
+    np.testing.assert_allclose(par["sweep"]["gosi_conv2"], res["sweep"]["gosi_conv2"], atol=1e-3)
+
+
+def test_cli_runs_fast_experiment(run, folder, capsys):
+    from netphys.cli import main
+
+    _, _, out = run
+    f = out / "cli.yaml"
+    d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in
+         {"data": str(folder), "max_train": None, "max_test": None, "epochs": 1, "spearman_epochs": 3,
+          "parts": ["selectivity"], "eval_batch_size": 64, "layers": ["conv1", "conv2", "conv3", "fc7"]}.items()}
+    f.write_text(yaml.safe_dump(d))
+    assert main(["run", "orientation.fast", "--config", str(f), "--out", str(out), "--no-progress"]) == 0
+    assert "report:" in capsys.readouterr().out and (out / "report.html").is_file()
+
+
+def test_default_model_experiment(tmp_path):
+    cfg = ori.DefaultModelConfig(weights="random", layers=("conv1_1", "conv2_1"), n_images=20,
+                                 ablation_random=0, invariance_units=4, invariance_ablate=("conv1_1",), v1=False)
+    path = ori.run_default_model(cfg, tmp_path, progress=False)
+    assert path.is_file() and (tmp_path / "gosi_histograms.png").is_file()
+    abl = pd.read_csv(tmp_path / "ablation.csv", index_col=0)
+    assert list(abl.index) == ["conv1_1", "conv2_1"]
