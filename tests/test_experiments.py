@@ -160,3 +160,62 @@ def test_fig5_and_id_layers(image_folder, tmp_path):
     # cached: a rerun loads the result
     again = run_id_layers(idc, tmp_path / "id", progress=False)
     xr.testing.assert_allclose(rid["id"], again["id"])
+
+
+def _yaml(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_fig4_figC_figD_fig5_cli(image_folder, tmp_path):
+    from netphys.cli import main
+
+    common = (f"model: netphys_vgg16\nweights: random\nimages: {image_folder}\nn_images: 42\nunits: 10\n"
+              "layers: [conv1_1, conv3_1]\nrealisations: 1\norientation_units: 6\norientation_images: 20\n"
+              "corner_units: 6\ncorner_images: 20\n")
+    c4 = _yaml(tmp_path, "f4.yaml", common + "luminosity_l_stars: [1]\ncontrast_l_stars: [1, 2]\n")
+    assert main(["run", "prune_distill.fig4", "--config", str(c4), "--out", str(tmp_path / "f4"),
+                 "--no-progress"]) == 0
+    assert (tmp_path / "f4" / "report.html").is_file() and (tmp_path / "f4" / "fig4.svg").is_file()
+    res = load_dataset_nc(tmp_path / "f4" / "contrast" / "information.nc")
+    assert list(res["network"].values) == ["trained", "random", "hybrid:1", "hybrid:2"]
+    cC = _yaml(tmp_path, "fc.yaml", common)
+    assert main(["run", "prune_distill.figC", "--config", str(cC), "--out", str(tmp_path / "fc"),
+                 "--no-progress"]) == 0
+    resC = load_dataset_nc(tmp_path / "fc" / "information.nc")
+    assert json.loads(resC.attrs["config"])["site"] == "post"
+    cD = _yaml(tmp_path, "fd.yaml", common + "models: [[netphys_vgg16, random]]\n")
+    assert main(["run", "prune_distill.figD", "--config", str(cD), "--out", str(tmp_path / "fd"),
+                 "--no-progress"]) == 0
+    assert (tmp_path / "fd" / "netphys_vgg16" / "fig3.png").is_file()
+    c5 = _yaml(tmp_path, "f5.yaml", f"weights: random\nimages: {image_folder}\nn_images: 42\nlayers: [conv2_1]\n"
+               "pool: 20\nn_units: 10\nn_subsamples: 2\nn_train: 8\nn_val: 4\n")
+    assert main(["run", "prune_distill.fig5", "--config", str(c5), "--out", str(tmp_path / "f5"),
+                 "--no-progress"]) == 0
+    assert (tmp_path / "f5" / "report.html").read_text().count("data:image/png;base64") == 1
+    assert main(["run", "no_such.experiment", "--no-progress"]) == 2
+
+
+def load_dataset_nc(path):
+    from netphys.io import load_dataset
+
+    return load_dataset(path)
+
+
+def test_fig2_on_user_arrays(tmp_path):
+    """Fig. 2 on a user's own (stimuli x neurons) files: a 5-D linear manifold read out by 120 neurons."""
+    from netphys.experiments.population import Fig2Config, plot_fig2, run_fig2
+
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(400, 5))
+    for area, n in (("V1", 120), ("LL", 80)):
+        np.save(tmp_path / f"{area}.npy", latent @ rng.normal(size=(5, n)) + 0.01 * rng.normal(size=(400, n)))
+    cfg = Fig2Config(datasets=(f"files:V1={tmp_path / 'V1.npy'},LL={tmp_path / 'LL.npy'}",), n_repeats=5,
+                     n_boot=10, min_neurons=6, n_sizes=6)
+    res = run_fig2(cfg, tmp_path / "out", progress=False)
+    t = res["table"]
+    assert list(t["area"]) == ["V1", "LL"]
+    assert np.allclose(t["id_full"], 5, rtol=0.2)  # the manifold's dimension, whatever the population
+    assert (tmp_path / "out" / "fig2_asymptotes.csv").is_file()
+    plot_fig2(res)

@@ -439,7 +439,9 @@ def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None):
         layer_axis(ax, layers, kinds)
         ax.set_title(FEATURE_TITLES.get(feat, feat), fontsize=10)
         ax.set_xlabel("layer")
-        ax.set_ylim(bottom=min(0, float(np.nanmin(result["information"].sel(feature=feat).values)) - 0.01))
+        vals = result["information"].sel(feature=feat).values
+        if np.isfinite(vals).any():
+            ax.set_ylim(bottom=min(0, float(np.nanmin(vals)) - 0.01))
     axes[0].set_ylabel("normalised information  $U^\\ell$")
     axes[-1].legend(frameon=False, fontsize=8, loc="upper left")
     if inset is not None and "luminosity" in feats:
