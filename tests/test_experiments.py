@@ -219,3 +219,14 @@ def test_fig2_on_user_arrays(tmp_path):
     assert np.allclose(t["id_full"], 5, rtol=0.2)  # the manifold's dimension, whatever the population
     assert (tmp_path / "out" / "fig2_asymptotes.csv").is_file()
     plot_fig2(res)
+
+
+def test_fig3_category_needs_classes(tmp_path):
+    d = tmp_path / "only" / "val"
+    d.mkdir(parents=True)
+    for i in range(25):
+        Image.fromarray(np.full((32, 32, 3), 10 * i, np.uint8)).save(d / f"{i}.png")
+    cfg = pd_.Fig3Config(weights="random", images=str(tmp_path / "only"), n_images=25, units=5,
+                         layers=("conv1_1",), realisations=1)
+    with pytest.raises(NetphysError, match="at least 2 class sub-folders for the 'category' feature"):
+        pd_.run_fig3(cfg, None, progress=False)

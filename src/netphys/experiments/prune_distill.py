@@ -268,6 +268,10 @@ def run_fig3(cfg: Fig3Config | None = None, out=None, *, progress: bool = True) 
     pre = info.preprocess
     stim_all = load_stimuli(cfg, pre)
     n_img = min(cfg.n_images, len(stim_all))
+    if "category" in cfg.features and len(np.unique(stim_all.labels[stim_all.labels >= 0])) < 2:
+        raise param_error("images", "run_fig3", "an image folder with at least 2 class sub-folders for the "
+                          "'category' feature", cfg.images, "point 'images' at the folder that holds one "
+                          "sub-folder per class, or drop 'category' from 'features'")
     seeds = _seeds(cfg)
     t_start = time.time()
     values = np.full((len(cfg.networks), cfg.realisations, len(layers), len(cfg.features)), np.nan)

@@ -119,6 +119,9 @@ class StimulusSet:
             raise param_error("root", func, "a folder containing images (" + ", ".join(IMAGE_EXTENSIONS[:4])
                               + ", ...)", str(root), "check the path; no image files were found in it "
                               "or its sub-folders")
+        if len(subdirs) == 1 and any(p.is_dir() for p in subdirs[0].iterdir()):
+            log.warning("%s holds a single class folder %r that itself contains sub-folders: every image "
+                        "gets one label; did you mean root=%s?", root, subdirs[0].name, subdirs[0])
         coords = pd.DataFrame(rows, columns=["label", "folder", "source"])
         present = sorted(coords["folder"].unique())
         if subdirs:
