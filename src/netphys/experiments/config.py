@@ -20,35 +20,36 @@ def _coerce(field: dataclasses.Field, value: Any):
     return value
 
 
+def read_config_dict(source, owner: str = "config") -> dict:
+    """Read a config file (YAML/TOML/JSON) or copy a dict; ``None`` gives ``{}``."""
+    if source is None:
+        return {}
+    if isinstance(source, dict):
+        return dict(source)
+    path = Path(source)
+    func = f"load_config({owner})"
+    if not path.is_file():
+        raise param_error("config", func, "an existing YAML/TOML/JSON file", str(path))
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    if path.suffix == ".toml":
+        import tomllib
+
+        return tomllib.loads(text)
+    if path.suffix == ".json":
+        return json.loads(text)
+    raise param_error("config", func, "a .yaml, .yml, .toml or .json file", str(path))
+
+
 def load_config(cls, source=None, **overrides):
     """Build config ``cls`` from a file (YAML/TOML/JSON), a dict or nothing (paper defaults).
 
     Unknown keys raise an error that lists the valid ones.
     """
-    data: dict = {}
-    if source is None:
-        data = {}
-    elif isinstance(source, dict):
-        data = dict(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise param_error("config", f"load_config({cls.__name__})", "an existing YAML/TOML/JSON file",
-                              str(path))
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        elif path.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise param_error("config", f"load_config({cls.__name__})", "a .yaml, .yml, .toml or .json file",
-                              str(path))
+    data = read_config_dict(source, cls.__name__)
     data.update(overrides)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))

@@ -32,7 +32,7 @@ from ..models.hybrid import hybrid_model
 from ..models.loading import model_info
 from ..recording import provenance, record, sample_units
 from ..stimuli import Preprocess, StimulusSet, demo_stimuli
-from .config import config_to_dict, load_config, save_config
+from .config import config_to_dict, load_config, read_config_dict, save_config
 
 log = logging.getLogger(__name__)
 
@@ -556,13 +556,7 @@ def run_fig4_cli(config=None, out=None, *, progress: bool = True) -> Path:
 
     from ..reports import Report
 
-    data = {}
-    if config is not None and not isinstance(config, dict):
-        import yaml
-
-        data = yaml.safe_load(Path(config).read_text()) or {}
-    elif isinstance(config, dict):
-        data = dict(config)
+    data = read_config_dict(config)
     stars = {k: tuple(data.pop(k)) for k in ("luminosity_l_stars", "contrast_l_stars") if k in data}
     cfg = Fig4Config(base=load_config(Fig3Config, data), **stars)
     out = Path(out or "runs/prune_distill.fig4")
@@ -599,13 +593,7 @@ def run_figD(config=None, out=None, *, progress: bool = True) -> Path:
 
     from ..reports import Report
 
-    data = {}
-    if config is not None and not isinstance(config, dict):
-        import yaml
-
-        data = yaml.safe_load(Path(config).read_text()) or {}
-    elif isinstance(config, dict):
-        data = dict(config)
+    data = read_config_dict(config)
     models = tuple(tuple(m) for m in data.pop("models", FigDConfig().models))
     base = load_config(Fig3Config, data)
     out = Path(out or "runs/prune_distill.figD")
