@@ -1140,6 +1140,7 @@ def _run_orientation(cfg: OrientationConfig, out, progress: bool) -> dict:
             model.load_state_dict(torch.load(wfile, map_location="cpu", weights_only=True))
             saved = json.loads(hfile.read_text())
             history, info = saved["history"], saved["info"]
+            timings["train_main_cached_seconds"] = info.get("train_seconds", float("nan"))
             log.info("re-using the cached main network (%s)", wfile)
         else:
             history, info = fit_network(model, data, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
@@ -1233,6 +1234,9 @@ def _run_orientation(cfg: OrientationConfig, out, progress: bool) -> dict:
                 if sdir is not None:
                     atomic_write_text(sdir / f"{sp['name']}.json", json.dumps({"key": sp["key"], "result": r}))
         sweep = pd.DataFrame([done[sp["name"]] for sp in specs]).set_index("name")
+        if len(todo) < len(specs):
+            timings["sweep_cached_network_seconds"] = float(sum(done[sp["name"]]["seconds"] for sp in specs
+                                                                if sp not in todo))
         rho = []
         for l in cfg.layers:
             r, p = _spearman(sweep["test_loss"], sweep[f"gosi_{l}"])
@@ -1627,7 +1631,10 @@ def report_orientation(res: dict, out, *, title: str = "Orientation selectivity 
     rep = Report(title, f"7-layer reference CNN on Imagenette at {cfg.in_size} px "
                         f"({n.get('train', '?')} train / {n.get('val', '?')} validation / {n.get('test', '?')} "
                         f"test images); {cfg.epochs} epochs; response '{cfg.response}', site '{cfg.site}'; "
-                        f"run time {res.get('seconds', 0) / 60:.1f} min")
+                        f"run time {res.get('seconds', 0) / 60:.1f} min"
+                        + (" (training re-used from the cache; see timings)"
+                           if any(k.endswith("cached_seconds") or "cached" in k for k in res.get("timings", {}))
+                           else ""))
     rep.heading("Findings")
     for line in _findings(res):
         rep.text(line)
