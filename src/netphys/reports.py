@@ -64,6 +64,17 @@ class Report:
                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         return self
 
+    def image(self, path, caption: str = "") -> "Report":
+        """Embed an existing PNG file."""
+        b64 = base64.b64encode(Path(path).read_bytes()).decode()
+        self._parts.append(f'<figure><img src="data:image/png;base64,{b64}"/>'
+                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        return self
+
+    def link(self, href: str, text: str) -> "Report":
+        self._parts.append(f'<p><a href="{html.escape(href)}">{html.escape(text)}</a></p>')
+        return self
+
     def table(self, df: pd.DataFrame, caption: str = "", float_format="{:.4g}") -> "Report":
         t = df.to_html(float_format=lambda v: float_format.format(v), border=0)
         cap = f"<p class='note'>{html.escape(caption)}</p>" if caption else ""

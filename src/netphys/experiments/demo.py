@@ -8,6 +8,8 @@ initialised copies:
 2. Figure 5: category information and linear-SVM decoding per layer (fewer sub-populations than the
    paper's 200, stated in the report, to keep the demo short);
 3. the intrinsic-dimension profile across layers (TwoNN);
+4. the orientation-selectivity rig on the same model: gratings, gOSI per channel with the shuffle
+   control, ablation of top vs bottom gOSI halves and shift invariance (its own report, linked);
 
 and writes one HTML report with every figure (also saved as PNG and SVG), the numbers, the configs and
 the provenance. Every stage caches its results under ``out``: a rerun resumes.
@@ -72,6 +74,15 @@ def run_demo(out="netphys-demo", *, random_state: int = 0, progress: bool = True
     rid = run_id_layers(cfgs["id_layers"], out / "id_layers", progress=progress)
     timings["id_layers"] = round(time.time() - t, 1)
 
+    t = time.time()
+    orient_report = None
+    if not quick:
+        from .orientation import DefaultModelConfig, run_default_model
+
+        orient_report = run_default_model(DefaultModelConfig(random_state=random_state), out / "orientation",
+                                          progress=progress)
+    timings["orientation"] = round(time.time() - t, 1)
+
     man = trained.netphys.extra
     rep = Report("netphys demo: in-silico neurophysiology of the default VGG-16",
                  f"netphys_vgg16 trained on Imagenette (validation top-1 {man.get('val_top1', float('nan')):.3f}) "
@@ -101,6 +112,14 @@ def run_demo(out="netphys-demo", *, random_state: int = 0, progress: bool = True
     rep.figure(fig, f"TwoNN ID of {cfgs['id_layers'].units} post-activation units per layer "
                f"(mean +- SD over {rid.sizes['realisation']} draws of units).", stem=out / "id_layers")
     plt.close(fig)
+
+    if orient_report is not None:
+        rep.heading("Orientation selectivity (gratings, gOSI)")
+        hist = out / "orientation" / "gosi_histograms.png"
+        if hist.is_file():
+            rep.image(hist, "gOSI per channel of each layer for gratings (red) and after shuffling each "
+                      "unit's responses (blue); dashed: the 0.33 selectivity threshold.")
+        rep.link("orientation/report.html", "Full orientation report: tuning curves, ablation, shift invariance, V1")
 
     rep.heading("Configs and provenance")
     rep.json({k: config_to_dict(v) for k, v in cfgs.items()}, "configs")
