@@ -333,3 +333,17 @@ def test_train_needs_two_classes(tmp_path):
     with pytest.raises(NetphysError, match=r"the 'train_dir' parameter of train must be a folder with at "
                        r"least 2 class sub-folders"):
         train(root, config=TrainConfig(size=32, batch_size=1), progress=False)
+
+
+def test_reference_cnn_by_name_matches_builder():
+    import torch
+
+    from netphys.models import list_layers, load_model
+    from netphys.models.cifar import reference_cnn
+
+    a = load_model("reference_cnn", "random", random_state=3)
+    b = reference_cnn(random_state=3)
+    for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    assert list_layers(a)["alias"].tolist()[:2] == ["conv1", "conv2"]
+    assert a.netphys.input_size == 32

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 TORCHVISION_MODELS = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
                       "alexnet", "resnet18", "resnet34", "resnet50")
 DEFAULT_MODEL = "netphys_vgg16"
-MODEL_NAMES = TORCHVISION_MODELS + (DEFAULT_MODEL, "hed_vgg16")
+MODEL_NAMES = TORCHVISION_MODELS + (DEFAULT_MODEL, "hed_vgg16", "reference_cnn")
 
 
 @dataclass
@@ -107,6 +107,10 @@ def _build(name: str, num_classes: int | None):
         from .hed import hed_vgg16_trunk
 
         return hed_vgg16_trunk(), "vgg", 224
+    if name == "reference_cnn":
+        from .cifar import ReferenceCNN
+
+        return ReferenceCNN(num_classes or 10, 32, 3, 512, padding=0), "sequential", 32
     kw = {"num_classes": num_classes} if num_classes else {}
     m = torchvision.models.get_model(name, weights=None, **kw)
     fam = "vgg" if name.startswith("vgg") else ("resnet" if name.startswith("resnet") else "sequential")
@@ -316,7 +320,8 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike = "default"
             extra = {"manifest": str(path.parent / "manifest.json"), "val_top1": manifest.get("val_top1")}
     else:
         raise param_error("weights", func, "'random', 'default', 'imagenet' or a path", weights)
-    pre = {"hed_vgg16": Preprocess.caffe(224), DEFAULT_MODEL: Preprocess(resize=size, crop=size)}.get(
+    pre = {"hed_vgg16": Preprocess.caffe(224), DEFAULT_MODEL: Preprocess(resize=size, crop=size),
+           "reference_cnn": Preprocess(resize=size, crop=size)}.get(
         name, Preprocess.imagenet(224))
     model.netphys = ModelInfo(name=name, weights=ident, family=fam, input_size=size, preprocess=pre,
                               seed=seed, sha256=sha, extra=extra)
