@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     r = sub.add_parser("run", help="run an experiment from a config file (YAML/TOML/JSON)")
-    r.add_argument("experiment", help="e.g. prune_distill.fig3")
+    from .experiments.registry import EXPERIMENTS
+
+    r.add_argument("experiment", help="one of: " + ", ".join(sorted(EXPERIMENTS)))
     r.add_argument("--config", default=None, help="config file; omitted: the paper defaults")
     r.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
     r.add_argument("--no-progress", action="store_true")
