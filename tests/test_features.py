@@ -118,7 +118,8 @@ def test_orientation_convention_axes():
 
 
 def test_orientation_matches_grating_module():
-    gratings = pytest.importorskip("netphys.stimuli.gratings")
+    from netphys.stimuli import gratings
+
     angles = [0.0, 15.0, 30.0, 45.0, 75.0, 90.0, 120.0, 165.0]
     for size, sf in ((16, 4.0), (33, 6.0)):
         imgs = gratings.grating_images(angles, [0.0, 90.0], [sf], size)[:, :, 0]   # (angle, phase, h, w)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from ..decoding import decode_layers, decoding_summary
 from ..io import load_dataset, save_dataset
 from ..models import default_layers, load_model, resolve_layer
 from ..recording import provenance, record, unit_table
-from ..stimuli import StimulusSet, demo_stimuli
+from ..stimuli import folder_or_demo
 from .config import config_to_dict, load_config, save_config
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def run_fig5(cfg: Fig5Config | None = None, out=None, *, progress: bool = True) 
     trained = load_model(cfg.model, cfg.weights)
     rand = load_model(cfg.model, "random", random_state=seed_w)
     pre = trained.netphys.preprocess
-    stim = demo_stimuli(pre) if cfg.images is None else StimulusSet.from_folder(cfg.images, preprocess=pre)
+    stim = folder_or_demo(cfg.images, pre)
     if cfg.n_images < len(stim):
         stim = stim.subsample(n=cfg.n_images, random_state=seed_units)
     layers = list(cfg.layers) if cfg.layers else default_layers(trained)
@@ -200,7 +200,7 @@ def run_id_layers(cfg: IDLayersConfig | None = None, out=None, *, progress: bool
     trained = load_model(cfg.model, cfg.weights)
     rand = load_model(cfg.model, "random", random_state=seeds[-1])
     pre = trained.netphys.preprocess
-    stim = demo_stimuli(pre) if cfg.images is None else StimulusSet.from_folder(cfg.images, preprocess=pre)
+    stim = folder_or_demo(cfg.images, pre)
     if cfg.n_images < len(stim):
         stim = stim.subsample(n=cfg.n_images, random_state=seeds[-1])
     layers = list(cfg.layers) if cfg.layers else default_layers(trained)

@@ -13,7 +13,6 @@ networks (``shared/seeds/prune-and-distill.txt``), section A of ``METHODS.md``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -21,17 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 import xarray as xr
 
 from .._random import spawn_seeds
 from .._validation import NetphysError, check_choice, check_int, param_error
-from ..io import atomic_write_text, load_dataset, save_dataset
+from ..io import load_dataset, save_dataset
 from ..models import default_layers, load_model, resolve_layer
 from ..models.hybrid import hybrid_model
 from ..models.loading import model_info
 from ..recording import provenance, record, sample_units
-from ..stimuli import Preprocess, StimulusSet, demo_stimuli
+from ..stimuli import folder_or_demo
 from .config import config_to_dict, load_config, read_config_dict, save_config
 
 log = logging.getLogger(__name__)
@@ -110,12 +108,6 @@ class Fig3Config:
 
 
 # ----------------------------------------------------------------------------- building blocks
-def load_stimuli(cfg: Fig3Config, preprocess: Preprocess) -> StimulusSet:
-    if cfg.images is None:
-        return demo_stimuli(preprocess)
-    return StimulusSet.from_folder(cfg.images, preprocess=preprocess)
-
-
 def _network(cfg: Fig3Config, kind: str, seed: int, trained_cache: dict):
     if "trained" not in trained_cache:
         trained_cache["trained"] = load_model(cfg.model, cfg.weights)
@@ -250,8 +242,6 @@ def run_fig3(cfg: Fig3Config | None = None, out=None, *, progress: bool = True) 
     """
     from tqdm.auto import tqdm
 
-    from ..features import rf_features
-
     cfg = (cfg or Fig3Config()).validate()
     out = Path(out) if out is not None else None
     cache = out / "cache" if out is not None else None
@@ -266,7 +256,7 @@ def run_fig3(cfg: Fig3Config | None = None, out=None, *, progress: bool = True) 
     infos = [resolve_layer(base, l, "run_fig3") for l in layers]
     layers = [li.alias for li in infos]
     pre = info.preprocess
-    stim_all = load_stimuli(cfg, pre)
+    stim_all = folder_or_demo(cfg.images, pre)
     n_img = min(cfg.n_images, len(stim_all))
     if "category" in cfg.features and len(np.unique(stim_all.labels[stim_all.labels >= 0])) < 2:
         raise param_error("images", "run_fig3", "an image folder with at least 2 class sub-folders for the "
@@ -411,7 +401,7 @@ def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None):
     """
     import matplotlib.pyplot as plt
 
-    from ..plotting.style import HYBRID, RANDOM, TRAINED, layer_axis, plot_layer_curve
+    from ..plotting.style import RANDOM, TRAINED, layer_axis, plot_layer_curve
 
     feats = list(result["feature"].values)
     if axes is None:

@@ -279,8 +279,6 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
     n, u = len(stimuli), len(table)
     out = np.empty((n, u), dtype=np.float32)
     current: dict = {"idx": None, "fired": {}, "got": []}
-    # the module whose hook fires last in the forward pass (for early stopping)
-    order: list[str] = []
 
     def make(target, entries):
         def fn(_m, _inp, output):

@@ -24,6 +24,7 @@ from torch import nn
 
 from .._validation import NetphysError, check_choice, check_int, param_error
 from ..models.layers import LayerInfo, layer_infos, resolve_layer
+from ..recording.hooks import StopForward, restored
 
 log = logging.getLogger(__name__)
 
@@ -207,22 +208,6 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Put every submodule in eval mode; restore each one's own mode on exit (even on error)."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-class StopForward(Exception):
-    """Raised by a hook to end a forward pass once the needed module has run (never escapes)."""
-
-
 def forward_error(exc: Exception, shape: tuple, func: str) -> NetphysError:
     """The templated error for a forward pass that fails on the probe input."""
     h, w = shape[-2:]
@@ -314,7 +299,7 @@ def _trace(model: nn.Module, hw: tuple[int, int], in_channels: int, targets: Seq
     x = torch.zeros((1, in_channels) + tuple(hw), device=device, dtype=dtype)
     calls: list[_Call] = []
     try:
-        with eval_mode(model), torch.no_grad(), _tracing_hooks(model, x, calls, {id(t) for t in targets}):
+        with restored(model), torch.no_grad(), _tracing_hooks(model, x, calls, {id(t) for t in targets}):
             model(x)
     except StopForward:
         pass

@@ -11,7 +11,8 @@ from torch import nn
 
 from .._random import torch_generator
 from .._validation import NetphysError, check_int, param_error
-from .geometry import (StopForward, check_positions, eval_mode, forward_error, infer_in_channels, input_hw,
+from ..recording.hooks import StopForward, restored
+from .geometry import (check_positions, forward_error, infer_in_channels, input_hw,
                        model_device_dtype, output_shape, resolve_module)
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _gradient_boxes(model, layer, channels, rows, cols, input_size, n_samples, r
     n_units = rows.size
     boxes = np.zeros((n_units, 4), dtype=np.int64)
     state: dict = {}
-    with eval_mode(model), torch.enable_grad(), _selecting_hook(module, state):
+    with restored(model), torch.enable_grad(), _selecting_hook(module, state):
         for lo in range(0, n_units, batch_size):
             hi = min(lo + batch_size, n_units)
             state["rows"] = torch.as_tensor(rows[lo:hi], device=device)

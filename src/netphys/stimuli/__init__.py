@@ -1,6 +1,6 @@
 """Stimuli: image sets with coordinates and the preprocessing the model expects."""
-from .demo import demo_stimuli
+from .demo import demo_stimuli, folder_or_demo
 from .preprocess import CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from .stimulus_set import StimulusSet
 
-__all__ = ["StimulusSet", "Preprocess", "demo_stimuli", "IMAGENET_MEAN", "IMAGENET_STD", "CAFFE_BGR_MEAN"]
+__all__ = ["StimulusSet", "Preprocess", "demo_stimuli", "folder_or_demo", "IMAGENET_MEAN", "IMAGENET_STD", "CAFFE_BGR_MEAN"]

@@ -24,3 +24,10 @@ def demo_stimuli(preprocess: Preprocess | None = None) -> StimulusSet:
                               name="imagenette64-val-demo")
     st.attrs["attribution"] = "Imagenette (fast.ai) / ImageNet (Deng et al. 2009); ImageNet terms"
     return st
+
+
+def folder_or_demo(images, preprocess: Preprocess) -> StimulusSet:
+    """An image folder (ImageFolder layout) if ``images`` is a path, else the shipped demo set."""
+    if images is None:
+        return demo_stimuli(preprocess)
+    return StimulusSet.from_folder(images, preprocess=preprocess)

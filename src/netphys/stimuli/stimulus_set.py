@@ -5,7 +5,6 @@ import io
 import logging
 import os
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
