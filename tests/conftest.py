@@ -93,3 +93,14 @@ def small_vgg():
 
 def no_hooks_left(model) -> bool:
     return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One PyTorch thread for a module of small networks (much faster on a busy CI machine); restored."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

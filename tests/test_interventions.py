@@ -23,13 +23,7 @@ from netphys.recording import record  # noqa: E402
 from netphys.stimuli import StimulusSet  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One PyTorch thread for these small networks (much faster on a busy CI machine); restored."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,7 @@ from netphys.stimuli.gratings import gratings  # noqa: E402
 V1_ROOT = SHARED_DATA / "ecker-v1-gratings"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One PyTorch thread for these small networks (much faster on a busy CI machine); restored."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
