@@ -320,13 +320,17 @@ def _polar_taps(h: int, w: int, n_angles: int, n_radii: int):
 
 @functools.lru_cache(maxsize=128)
 def _polar_matrix(h: int, w: int, n_angles: int, n_radii: int, device: torch.device, dtype: torch.dtype):
-    """The linear map from the flattened rfft2 magnitude (h * (w // 2 + 1)) to P (n_angles).
+    """The linear map from the flattened amplitude spectrum to P (n_angles).
 
-    Returned as ``("dense", M)`` with ``M`` of shape (K, n_angles) or ``("sparse", M)`` with ``M`` a
-    CSR tensor of shape (n_angles, K).
+    The spectrum is laid out column-frequency major, ``A[k_col, k_row]`` of shape (w // 2 + 1, h) (the
+    layout in which the row-direction FFTs run on contiguous memory), flattened to ``K = (w // 2 + 1) h``.
+    Returned as ``("dense", M)`` with ``M`` of shape (K, n_angles) or ``("sparse", M)`` with ``M`` a CSR
+    tensor of shape (n_angles, K).
     """
     ang, flat, weight = _polar_taps(h, w, n_angles, n_radii)
-    k = h * (w // 2 + 1)
+    wr = w // 2 + 1
+    flat = (flat % wr) * h + flat // wr           # (row, col) -> (col, row) layout
+    k = h * wr
     if k * n_angles <= _MAX_DENSE_MATRIX:  # small patches: a dense matmul is fastest
         m = torch.zeros(k, n_angles, dtype=torch.float64)
         m.index_put_((torch.from_numpy(flat), torch.from_numpy(ang)), torch.from_numpy(weight),
@@ -345,40 +349,63 @@ def _window_1d(n: int) -> np.ndarray:
     return np.hanning(n + 2)[1:-1]
 
 
-@functools.lru_cache(maxsize=128)
-def _window_2d(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return torch.from_numpy(np.outer(_window_1d(h), _window_1d(w))).to(device=device, dtype=dtype)
+@functools.lru_cache(maxsize=256)
+def _window_vectors(n: int, window: str | None, device: torch.device, dtype: torch.dtype):
+    """``(win, sum(win), rfft(win))`` of the 1-D taper of length n (ones for ``window=None``)."""
+    win64 = _window_1d(n) if window == "hann" else np.ones(n)
+    win = torch.from_numpy(win64).to(device=device, dtype=dtype)
+    return win, float(win64.sum()), torch.fft.rfft(win)
 
 
 def _check_window(window: Any, func: str) -> str | None:
     return check_choice(window, "window", func, WINDOWS)
 
 
+def _power_from_row_spectra(z: torch.Tensor, e: torch.Tensor, flat: torch.Tensor, h: int, w: int,
+                            n_angles: int, n_radii: int | None, window: str | None) -> torch.Tensor:
+    """Second FFT stage, amplitude and log-polar sum for B patches of shape (h, w) (no validation).
+
+    ``z`` (B, w // 2 + 1, h), complex, contiguous, is overwritten: ``z[b, k, i]`` is the rfft, along the
+    row ``i``, of ``win_c * (patch[b, i, :] - d[b, i])`` for any per-row offsets ``d``; ``e = d - m_w``
+    (B, h) with ``m_w`` the patch's window-weighted mean; ``flat`` (B,) marks patches whose pixels are
+    all equal. Then ``win_r[i] (z[b, k, i] + e[b, i] rfft(win_c)[k])`` is the row-transformed, tapered,
+    mean-free patch, and its FFT along ``i`` is the 2-D spectrum. Returns P (B, n_angles).
+    """
+    b = z.shape[0]
+    if n_radii is None:
+        n_radii = default_n_radii(h, w)
+    real = e.dtype
+    win_r = _window_vectors(h, window, z.device, real)[0]
+    fwin_c = _window_vectors(w, window, z.device, real)[2]
+    z.mul_(win_r)
+    z.addcmul_((e * win_r).to(z.dtype)[:, None, :], fwin_c[:, None])   # fused, no full-size temporary
+    s = torch.view_as_real(torch.fft.fft(z, dim=-1))
+    amp = s[..., 0].square()
+    amp.addcmul_(s[..., 1], s[..., 1]).sqrt_()                  # |FFT|, (B, w2, h)
+    amp[:, 0, 0] = 0.0                                            # DC removed exactly
+    amp = amp.reshape(b, -1)
+    kind, m = _polar_matrix(h, w, n_angles, n_radii, z.device, real)
+    if kind == "dense":
+        power = amp @ m
+    else:
+        power = torch.sparse.mm(m, amp.t()).t()
+    return power.masked_fill(flat[:, None], 0.0)              # flat patches: exactly no power
+
+
 def _angular_power(x: torch.Tensor, n_angles: int, n_radii: int | None,
                    window: str | None) -> torch.Tensor:
     """Angular power of patches ``x`` (B, h, w) (no validation). Returns (B, n_angles)."""
     b, h, w = x.shape
-    if n_radii is None:
-        n_radii = default_n_radii(h, w)
     if b == 0:
         return x.new_zeros(b, n_angles)
     flat = x.amax(dim=(-2, -1)) == x.amin(dim=(-2, -1))
-    if window is None:
-        xc = x - x.mean(dim=(-2, -1), keepdim=True)
-    else:
-        win = _window_2d(h, w, x.device, x.dtype)
-        xc = x * win                                              # (x - m_w) W = x W - m_w W
-        m_w = xc.sum(dim=(-2, -1), keepdim=True) / win.sum()
-        xc = torch.addcmul(xc, m_w, win, value=-1.0)
-    spec = torch.fft.rfft2(xc).abs()
-    spec[:, 0, 0] = 0.0                       # DC removed exactly
-    spec = spec.reshape(b, -1)
-    kind, m = _polar_matrix(h, w, n_angles, n_radii, x.device, x.dtype)
-    if kind == "dense":
-        power = spec @ m
-    else:
-        power = torch.sparse.mm(m, spec.t()).t()
-    return power.masked_fill(flat[:, None], 0.0)              # flat patches: exactly no power
+    win_c, sum_c, _ = _window_vectors(w, window, x.device, x.dtype)
+    win_r, sum_r, _ = _window_vectors(h, window, x.device, x.dtype)
+    d = x.mean(dim=-1)                                            # row means, (B, h)
+    rows = torch.fft.rfft((x - d[..., None]) * win_c, dim=-1)     # (B, h, w2)
+    m_w = ((rows[..., 0].real + d * sum_c) * win_r).sum(-1) / (sum_r * sum_c)
+    z = rows.transpose(1, 2).contiguous()
+    return _power_from_row_spectra(z, d - m_w[:, None], flat, h, w, n_angles, n_radii, window)
 
 
 def angular_power(patches: Any, *, n_angles: int = DEFAULT_N_ANGLES, n_radii: int | None = None,
@@ -573,9 +600,11 @@ def _tie_levels(p: torch.Tensor) -> torch.Tensor:
                        torch.zeros_like(p))
 
 
-def _orientation_from_power(p: torch.Tensor):
+def _orientation_from_power(p: torch.Tensor, levels: torch.Tensor | None = None):
     n = p.shape[-1]
-    theta = torch.argmax(_tie_levels(p), dim=-1).to(torch.float64) * (180.0 / n)
+    if levels is None:
+        levels = _tie_levels(p)
+    theta = torch.argmax(levels, dim=-1).to(torch.float64) * (180.0 / n)
     hi = p.amax(dim=-1)
     lo = p.amin(dim=-1)
     den = hi + lo
@@ -635,10 +664,11 @@ def _as_power(power: Any, func: str) -> torch.Tensor:
     return power
 
 
-def _corner_from_power(p: torch.Tensor):
+def _corner_from_power(p: torch.Tensor, levels: torch.Tensor | None = None):
     lead, n = p.shape[:-1], p.shape[-1]
     x = p.reshape(-1, n)
-    lv = _tie_levels(x)                    # decisions on rounded levels, values from x
+    # decisions on rounded levels, values from x
+    lv = _tie_levels(x) if levels is None else levels.reshape(-1, n)
     step = 180.0 / n
     neg_inf = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
     pos_inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
@@ -789,9 +819,29 @@ def corner(patches: Any, *, n_angles: int = DEFAULT_N_ANGLES, n_radii: int | Non
 # --------------------------------------------------------------------------------------------------
 # rf_features: many boxes in many images
 # --------------------------------------------------------------------------------------------------
+def _padded_cumsum(t: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Cumulative sums of ``t`` along ``dims``, in float64, with a row of zeros in front along each.
+
+    The result has size ``+1`` along each of ``dims``; written in place into one buffer (no padding
+    copy, no float64 temporaries).
+    """
+    shape = list(t.shape)
+    for d in dims:
+        shape[d] += 1
+    out = torch.empty(shape, dtype=torch.float64, device=t.device)
+    inner = out
+    for d in dims:
+        out.narrow(d, 0, 1).zero_()
+        inner = inner.narrow(d, 1, t.shape[d])
+    inner.copy_(t)
+    for d in dims:
+        inner.cumsum_(d)
+    return out
+
+
 def _integral(x: torch.Tensor) -> torch.Tensor:
     """Integral image (N, R + 1, C + 1) in float64 of (N, R, C): ii[:, r, c] = sum of x[:, :r, :c]."""
-    return F.pad(x.to(torch.float64).cumsum(1).cumsum(2), (1, 0, 1, 0))
+    return _padded_cumsum(x, (1, 2))
 
 
 def _box_sum(ii: torch.Tensor, r0, r1, c0, c1) -> torch.Tensor:
@@ -801,7 +851,7 @@ def _box_sum(ii: torch.Tensor, r0, r1, c0, c1) -> torch.Tensor:
 
 def _row_segments(t: torch.Tensor, valid, row, start, stop) -> torch.Tensor:
     """sum_{j in [start, stop)} t[:, row, j] for each box where ``valid``, else 0 -> (N, U), float64."""
-    cs = F.pad(t.to(torch.float64).cumsum(2), (1, 0))
+    cs = _padded_cumsum(t, (2,))
     zero = torch.zeros_like(row)
     row, start, stop = (torch.where(valid, v, zero) for v in (row, start, stop))
     return cs[:, row, stop] - cs[:, row, start]
@@ -809,7 +859,7 @@ def _row_segments(t: torch.Tensor, valid, row, start, stop) -> torch.Tensor:
 
 def _col_segments(t: torch.Tensor, valid, col, start, stop) -> torch.Tensor:
     """sum_{i in [start, stop)} t[:, i, col] for each box where ``valid``, else 0 -> (N, U), float64."""
-    cs = F.pad(t.to(torch.float64).cumsum(1), (0, 0, 1, 0))
+    cs = _padded_cumsum(t, (1,))
     zero = torch.zeros_like(col)
     col, start, stop = (torch.where(valid, v, zero) for v in (col, start, stop))
     return cs[:, stop, col] - cs[:, start, col]
@@ -1038,12 +1088,7 @@ def rf_features(gray_images: Any, boxes: Any,
     inverse = inverse.reshape(-1)
     n_uniq = uniq.shape[0]
     out = {k: np.empty((n_img, n_uniq)) for k in keys}
-    shapes = np.stack([uniq[:, 1] - uniq[:, 0], uniq[:, 3] - uniq[:, 2]], axis=1)
-    shape_keys, shape_of = np.unique(shapes, axis=0, return_inverse=True)
-    shape_of = shape_of.reshape(-1)
-    groups = [(int(h), int(w), np.flatnonzero(shape_of == g)) for g, (h, w) in enumerate(shape_keys)]
-    log.debug("rf_features: %d images, %d units, %d distinct boxes, %d distinct shapes",
-              n_img, n_units, n_uniq, len(groups))
+    log.debug("rf_features: %d images, %d units, %d distinct boxes", n_img, n_units, n_uniq)
 
     ub = torch.from_numpy(uniq).to(dev)
     r0, r1, c0, c1 = ub.unbind(1)
@@ -1058,33 +1103,81 @@ def rf_features(gray_images: Any, boxes: Any,
             if "contrast" in feats:
                 out["contrast"][start:stop] = _box_contrast(xb, r0, r1, c0, c1).cpu().numpy()
             if spectral:
-                _spectral_features(xb.to(dtype), uniq, groups, feats, out, start, n_angles, n_radii,
-                                   window)
+                p = _batch_power(xb.to(dtype), uniq, n_angles, n_radii, window)   # (nb, n_uniq, n_angles)
+                levels = _tie_levels(p)
+                res = {}
+                if "orientation" in feats:
+                    res["theta"], res["xi"] = _orientation_from_power(p, levels)
+                if "corner" in feats:
+                    res["theta1"], res["theta2"], res["zeta"] = _corner_from_power(p, levels)
+                for k, v in res.items():
+                    out[k][start:stop] = v.cpu().numpy()
     return {k: v[:, inverse] for k, v in out.items()}
 
 
-def _spectral_features(xb: torch.Tensor, uniq: np.ndarray, groups, feats, out, start: int,
-                       n_angles: int, n_radii: int | None, window: str | None) -> None:
-    """Orientation/corner of all distinct boxes for one batch of images, written into ``out``."""
-    nb = xb.shape[0]
+def _batch_power(xb: torch.Tensor, uniq: np.ndarray, n_angles: int, n_radii: int | None,
+                 window: str | None) -> torch.Tensor:
+    """Angular power of every box ``uniq`` (U, 4) in every image of ``xb`` (n, H, W) -> (n, U, n_angles).
+
+    Boxes are grouped by width. Within a group, the first FFT stage (the rfft of each tapered patch row)
+    depends only on the image row and the box's column range, so it is computed once per distinct
+    (row, col_start) "row segment" and shared by every box that contains that segment (boxes of deep
+    layers overlap heavily). Boxes of one height are then sliced out of the row spectra in the
+    (column frequency, row) layout and finished with one batched FFT along the rows.
+    """
+    nb, height, _ = xb.shape
     dev = xb.device
-    for h, w, members in groups:
-        per_chunk = max(1, _MAX_PATCH_ELEMENTS // (h * w))     # patches cropped at once
-        box_step = max(1, per_chunk // nb)
-        img_step = nb if box_step * nb <= per_chunk else max(1, per_chunk)
-        # view of every h x w window of every image: (nb, H - h + 1, W - w + 1, h, w), no copy
-        windows = xb.unfold(1, h, 1).unfold(2, w, 1)
-        for b0 in range(0, members.size, box_step):
-            ids = members[b0:b0 + box_step]
-            sel = torch.from_numpy(uniq[ids]).to(dev)
-            for i0 in range(0, nb, img_step):
-                i1 = min(i0 + img_step, nb)
-                patches = windows[i0:i1, sel[:, 0], sel[:, 2]]      # copy: (n, nb_boxes, h, w)
-                p = _angular_power(patches.reshape(-1, h, w), n_angles, n_radii, window)
-                res = {}
-                if "orientation" in feats:
-                    res["theta"], res["xi"] = _orientation_from_power(p)
-                if "corner" in feats:
-                    res["theta1"], res["theta2"], res["zeta"] = _corner_from_power(p)
-                for k, v in res.items():
-                    out[k][start + i0:start + i1, ids] = v.reshape(i1 - i0, ids.size).cpu().numpy()
+    real = xb.dtype
+    power = torch.empty(nb, uniq.shape[0], n_angles, dtype=real, device=dev)
+    widths = uniq[:, 3] - uniq[:, 2]
+    for w in np.unique(widths):
+        w = int(w)
+        w2 = w // 2 + 1
+        members = np.flatnonzero(widths == w)
+        r0, r1, c0 = uniq[members, 0], uniq[members, 1], uniq[members, 2]
+        hs = r1 - r0
+        # distinct row segments (row, col_start) used by the boxes of this width
+        seg_keys = np.unique(np.concatenate([c0[j] * height + np.arange(r0[j], r1[j])
+                                             for j in range(members.size)]))
+        seg_rows = torch.from_numpy(seg_keys % height).to(dev)
+        seg_c0 = torch.from_numpy(seg_keys // height).to(dev)
+        n_seg = seg_keys.size
+        win_c, sum_c, _ = _window_vectors(w, window, dev, real)
+        img_step = max(1, _MAX_PATCH_ELEMENTS // (n_seg * w))
+        sub = []
+        for h in np.unique(hs):
+            h = int(h)
+            which = np.flatnonzero(hs == h)
+            first = np.searchsorted(seg_keys, c0[which] * height + r0[which])
+            seg_idx = torch.from_numpy(first[:, None] + np.arange(h)).to(dev)           # (nbx, h)
+            sub.append((h, members[which], seg_idx, first.tolist()))
+        for i0 in range(0, nb, img_step):
+            i1 = min(i0 + img_step, nb)
+            n = i1 - i0
+            seg = xb[i0:i1].unfold(2, w, 1)[:, seg_rows, seg_c0]           # (n, n_seg, w)
+            d = seg.mean(dim=-1)
+            seg_max = seg.amax(dim=-1)
+            seg_min = seg.amin(dim=-1)
+            rows = torch.fft.rfft((seg - d[..., None]) * win_c, dim=-1)   # (n, n_seg, w2)
+            del seg
+            dc = rows[..., 0].real
+            rows_t = rows.transpose(1, 2).contiguous()                     # (n, w2, n_seg)
+            del rows
+            for h, ids, seg_idx, first in sub:
+                win_r, sum_r, _ = _window_vectors(h, window, dev, real)
+                box_step = max(1, _MAX_PATCH_ELEMENTS // (n * w2 * h))
+                for b0 in range(0, ids.size, box_step):
+                    b1 = min(b0 + box_step, ids.size)
+                    nbx = b1 - b0
+                    sidx = seg_idx[b0:b1]
+                    # each box is a run of h consecutive segments: slice, don't gather elementwise
+                    z = torch.stack([rows_t[:, :, f:f + h] for f in first[b0:b1]], dim=1)  # (n,nbx,w2,h)
+                    dd = d[:, sidx]                                          # (n, nbx, h)
+                    m_w = ((dc[:, sidx] + dd * sum_c) * win_r).sum(-1) / (sum_r * sum_c)
+                    flat = seg_max[:, sidx].amax(-1) == seg_min[:, sidx].amin(-1)
+                    p = _power_from_row_spectra(z.reshape(n * nbx, w2, h),
+                                                (dd - m_w[..., None]).reshape(n * nbx, h),
+                                                flat.reshape(-1), h, w, n_angles, n_radii, window)
+                    cols = torch.from_numpy(ids[b0:b1]).to(dev)
+                    power[i0:i1].index_copy_(1, cols, p.reshape(n, nbx, n_angles))
+    return power
