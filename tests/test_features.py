@@ -257,6 +257,11 @@ def test_circular_find_peaks_matches_tiled_scipy(n):
         np.testing.assert_array_equal(np.flatnonzero(m), ref.circular_peaks(row))
     # a plateau wrapping around the end: [3, 3, 0, 0, 3] -> run (4, 0, 1), midpoint index 0
     assert np.flatnonzero(find_peaks_mask([3.0, 3.0, 0.0, 0.0, 3.0], circular=True).numpy()).tolist() == [0]
+    # the pits found alongside (used by the corner feature) are the circular peaks of -x
+    peaks, pits = patch_mod._circular_extrema(torch.from_numpy(x))
+    np.testing.assert_array_equal(peaks.numpy(), mask)
+    for row, m in zip(x, pits.numpy()):
+        np.testing.assert_array_equal(np.flatnonzero(m), ref.circular_peaks(-row))
 
 
 def test_find_peaks_leading_dims():

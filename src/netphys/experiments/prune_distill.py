@@ -24,6 +24,7 @@ import xarray as xr
 
 from .._random import spawn_seeds
 from .._validation import NetphysError, check_choice, check_int, param_error
+from ..features import FEATURE_KEYS
 from ..io import load_dataset, save_dataset
 from ..models import default_layers, load_model, resolve_layer
 from ..models.hybrid import hybrid_model
@@ -185,30 +186,40 @@ def layer_information(features: dict, acts: np.ndarray, labels: np.ndarray, cfg:
 
 # ----------------------------------------------------------------------------- runner
 class _BoxFeatureCache:
-    """Features per (layer, RF box) over one image set, shared across realisations and networks.
+    """Features per RF box over one image set, shared across layers, networks and realisations.
 
-    Realisations that draw the same images (e.g. all of a 1000-image demo set) sample overlapping
-    units: their RF boxes are computed once. Features depend only on the images and the box.
+    Features depend only on the images and the box, so boxes shared by several layers (or by
+    realisations that draw the same images, e.g. all of a 1000-image demo set) are computed once, and
+    all the boxes of a realisation go through :func:`~netphys.features.rf_features` in one call per
+    feature set (its integral images and shared row spectra then serve every layer).
     """
 
     def __init__(self):
         self.key = None
         self.store: dict = {}
 
-    def features(self, layer, stim_key, gray, boxes, want, device) -> dict:
+    def prefetch(self, stim_key, gray, requests, device) -> None:
+        """Compute what is missing for ``requests``: a list of ``(boxes (U, 4), features)``."""
         from ..features import rf_features
 
         if stim_key != self.key:
             self.key, self.store = stim_key, {}
-        cache = self.store.setdefault((layer, want), {})
+        by_want: dict = {}
+        for boxes, want in requests:
+            for b in boxes:
+                by_want.setdefault(tuple(want), set()).add(tuple(int(v) for v in b))
+        for want, tuples in by_want.items():
+            missing = sorted(t for t in tuples if not all(
+                k in self.store.get(t, {}) for f in want for k in FEATURE_KEYS[f]))
+            if missing:
+                new = rf_features(gray, np.array(missing, dtype=np.int64), features=want, device=device)
+                for j, t in enumerate(missing):
+                    self.store.setdefault(t, {}).update({k: v[:, j] for k, v in new.items()})
+
+    def get(self, boxes, want) -> dict:
         tuples = [tuple(int(v) for v in b) for b in boxes]
-        missing = sorted(set(t for t in tuples if t not in cache))
-        if missing:
-            new = rf_features(gray, np.array(missing, dtype=np.int64), features=want, device=device)
-            for j, t in enumerate(missing):
-                cache[t] = {k: v[:, j] for k, v in new.items()}
-        keys = list(cache[tuples[0]].keys())
-        return {k: np.stack([cache[t][k] for t in tuples], axis=1) for k in keys}
+        keys = [k for f in want for k in FEATURE_KEYS[f]]
+        return {k: np.stack([self.store[t][k] for t in tuples], axis=1) for k in keys}
 
 
 def _seeds(cfg: Fig3Config):
@@ -275,52 +286,60 @@ def run_fig3(cfg: Fig3Config | None = None, out=None, *, progress: bool = True) 
         stim = stim_all.subsample(n=n_img, random_state=seed_ui) if n_img < len(stim_all) else stim_all
         table = sample_units(base, layers, cfg.units, input_size=stim.size, random_state=seed_ui,
                              allow_fewer=True)
-        feats_cache: dict = {}
         stim_key = tuple(stim.coords["source"])
         labels = stim.labels
-        gray = None
-        for ni, net in enumerate(cfg.networks):
-            todo = []
-            done: dict = {}
-            for li_pos, l in enumerate(layers):
+        done: dict = {}
+        todo: dict = {}
+        for net in cfg.networks:
+            done[net], todo[net] = {}, []
+            for l in layers:
                 f = cache / f"{net.replace(':', '-')}_r{r}_{l}.nc" if cache is not None else None
                 if f is not None and f.is_file():
-                    done[l] = load_dataset(f)
+                    done[net][l] = load_dataset(f)
                 else:
-                    todo.append(l)
-            if todo:
+                    todo[net].append(l)
+        need = [l for l in layers if any(l in todo[net] for net in cfg.networks)]
+        feats: dict = {}
+        if need:
+            # features of every layer still to do, in one pass over the images (shared by all networks)
+            t0 = time.time()
+            gray = stim.grayscale()
+            requests = []
+            for l in need:
+                li_pos = layers.index(l)
+                want = ["luminosity", "contrast"]
+                if li_pos >= cfg.skip_first:
+                    want += [f for f in ("orientation", "corner") if f in cfg.features]
+                requests.append((l, rf_boxes(base, table[table["layer"] == l], stim.size), tuple(want)))
+            box_cache.prefetch(stim_key, gray,
+                               [(bx, ("luminosity", "contrast")) for _, bx, _ in requests]
+                               + [(bx, tuple(w[2:])) for _, bx, w in requests if len(w) > 2], cfg.device)
+            feats = {l: box_cache.get(bx, w) for l, bx, w in requests}
+            del gray
+            timings["features"] += time.time() - t0
+        for ni, net in enumerate(cfg.networks):
+            if todo[net]:
                 model = _network(cfg, net, seed_w, trained_cache)
                 t0 = time.time()
-                rec = record(model, stim, units=table[table["layer"].isin(todo)], site=cfg.site,
+                rec = record(model, stim, units=table[table["layer"].isin(todo[net])], site=cfg.site,
                              batch_size=cfg.batch_size, device=cfg.device)
                 timings["record"] += time.time() - t0
-                for l in todo:
+                for l in todo[net]:
                     li_pos = layers.index(l)
                     sel = rec.coords["layer"].values == l
                     acts = rec.values[:, sel].astype(np.float64)
-                    if l not in feats_cache:
-                        t0 = time.time()
-                        if gray is None:
-                            gray = stim.grayscale()
-                        sub = table[table["layer"] == l]
-                        boxes = rf_boxes(base, sub, stim.size)
-                        want = ["luminosity", "contrast"]
-                        if li_pos >= cfg.skip_first:
-                            want += [f for f in ("orientation", "corner") if f in cfg.features]
-                        feats_cache[l] = box_cache.features(l, stim_key, gray, boxes, tuple(want), cfg.device)
-                        timings["features"] += time.time() - t0
                     t0 = time.time()
-                    res = layer_information(feats_cache[l], acts, labels, cfg, li_pos)
+                    res = layer_information(feats[l], acts, labels, cfg, li_pos)
                     timings["information"] += time.time() - t0
                     ds = _layer_dataset(res, cfg)
                     ds.attrs.update({"network": net, "realisation": r, "layer": l})
                     if cache is not None:
                         save_dataset(ds, cache / f"{net.replace(':', '-')}_r{r}_{l}.nc")
-                    done[l] = ds
+                    done[net][l] = ds
                     bar.update(1)
-            bar.update(len(layers) - len(todo))
+            bar.update(len(layers) - len(todo[net]))
             for li_pos, l in enumerate(layers):
-                ds = done[l]
+                ds = done[net][l]
                 values[ni, r, li_pos] = ds["information"].values
                 bits[ni, r, li_pos] = ds["mi_bits"].values
                 nconst[ni, r, li_pos] = ds["n_constant"].values

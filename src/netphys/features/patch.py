@@ -111,7 +111,9 @@ WINDOWS = ("hann", None)
 
 # Largest number of patch pixels cropped at once by rf_features (bounds memory: the patches, their
 # real FFT and its magnitude take about 4 bytes x 3.5 per element in float32).
-_MAX_PATCH_ELEMENTS = 1 << 22
+_MAX_PATCH_ELEMENTS = 1 << 20
+# Angular power spectra processed at once by the peak finders.
+_MAX_PEAK_ROWS = 1 << 13
 # A polar sampling matrix with more than this many dense entries is stored sparse (CSR).
 _MAX_DENSE_MATRIX = 1 << 14
 _DTYPES = (torch.float32, torch.float64)
@@ -485,22 +487,32 @@ def _validated_power(patches: Any, func: str, n_angles: Any, n_radii: Any, windo
 # peaks
 # --------------------------------------------------------------------------------------------------
 def _peak_mask_linear(x: torch.Tensor) -> torch.Tensor:
-    """find_peaks(default arguments) on each row of ``x`` (B, n), as a boolean mask."""
+    """find_peaks(default arguments) on each row of ``x`` (B, n), as a boolean mask.
+
+    Works on runs of equal values: the rows are flattened, runs are cut at value changes and row starts,
+    and a run is a peak when both its neighbours (in the same row) are strictly lower; the peak sits at
+    the run's midpoint ``(first + last) // 2``.
+    """
     b, n = x.shape
-    if n < 3:
-        return torch.zeros_like(x, dtype=torch.bool)
-    idx = torch.arange(n, device=x.device).expand(b, n)
-    start = torch.ones_like(x, dtype=torch.bool)
-    start[:, 1:] = x[:, 1:] != x[:, :-1]
-    end = torch.ones_like(x, dtype=torch.bool)
-    end[:, :-1] = x[:, :-1] != x[:, 1:]
-    # first and last index of the run of equal values each sample belongs to
-    left = torch.cummax(torch.where(start, idx, torch.zeros_like(idx)), dim=1).values
-    right = torch.cummin(torch.where(end, idx, torch.full_like(idx, n - 1)).flip(1), dim=1).values.flip(1)
-    is_mid = (left + right) // 2 == idx
-    left_val = torch.gather(x, 1, (left - 1).clamp(min=0))
-    right_val = torch.gather(x, 1, (right + 1).clamp(max=n - 1))
-    return is_mid & (left > 0) & (right < n - 1) & (left_val < x) & (right_val < x)
+    mask = torch.zeros(b * n, dtype=torch.bool, device=x.device)
+    if n < 3 or b == 0:
+        return mask.reshape(b, n)
+    flat = x.reshape(-1)
+    size = flat.numel()
+    start = torch.ones(size, dtype=torch.bool, device=x.device)
+    torch.ne(flat[1:], flat[:-1], out=start[1:])
+    start[::n] = True
+    first = torch.nonzero(start).squeeze(1)
+    last = torch.empty_like(first)
+    last[:-1] = first[1:] - 1
+    last[-1] = size - 1
+    val = flat[first]
+    peak = (first % n != 0) & (last % n != n - 1)
+    peak &= flat[(first - 1).clamp_(min=0)] < val
+    peak &= flat[(last + 1).clamp_(max=size - 1)] < val
+    # rows start at multiples of n (even offsets cancel): the global midpoint is the in-row midpoint
+    mask[((first + last) // 2)[peak]] = True
+    return mask.reshape(b, n)
 
 
 def _peak_mask(x: torch.Tensor, circular: bool) -> torch.Tensor:
@@ -509,33 +521,82 @@ def _peak_mask(x: torch.Tensor, circular: bool) -> torch.Tensor:
     if b == 0 or n == 0 or (n < 3 and not circular):
         return torch.zeros_like(x, dtype=torch.bool)
     if circular:
-        right = torch.roll(x, -1, dims=1)
-        mask = (x > torch.roll(x, 1, dims=1)) & (x > right)
-        tied = (x == right).any(dim=1)
-    else:
-        mask = torch.zeros_like(x, dtype=torch.bool)
-        mask[:, 1:-1] = (x[:, 1:-1] > x[:, :-2]) & (x[:, 1:-1] > x[:, 2:])
-        tied = (x[:, 1:] == x[:, :-1]).any(dim=1)
+        return _circular_extrema(x)[0]
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    mask[:, 1:-1] = (x[:, 1:-1] > x[:, :-2]) & (x[:, 1:-1] > x[:, 2:])
+    tied = (x[:, 1:] == x[:, :-1]).any(dim=1)
     # rows without two equal neighbours have no plateau: their peaks are the strict local maxima
     rows = torch.nonzero(tied).squeeze(1)
     if rows.numel():
-        mask[rows] = _peak_mask_runs(x[rows], circular)
+        mask[rows] = _peak_mask_linear(x[rows])
     return mask
 
 
-def _peak_mask_runs(x: torch.Tensor, circular: bool) -> torch.Tensor:
-    if not circular:
-        return _peak_mask_linear(x)
+def _circular_extrema(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Peaks and pits (the peaks of ``-x``) of each periodic row of ``x`` (B, n), as boolean masks.
+
+    Strict local extrema on the circle are found for all rows at once; they are exactly the extrema
+    that are runs of length 1. Plateaus (runs of equal values, rare in real spectra) are then added by
+    :func:`_add_plateaus`, which works only on the positions where two neighbours are equal.
+    """
     b, n = x.shape
-    if n == 0 or b == 0:
-        return torch.zeros_like(x, dtype=torch.bool)
-    # rotate each row to start at its (first) global minimum, which cannot be inside a peak, and close
-    # the circle by repeating that minimum at the end: the linear finder then sees every circular peak
-    start = torch.argmin(x, dim=1, keepdim=True)
-    rot = (torch.arange(n, device=x.device) + start) % n
-    y = torch.gather(x, 1, rot)
-    mask_rot = _peak_mask_linear(torch.cat([y, y[:, :1]], dim=1))[:, :n]
-    return torch.zeros_like(mask_rot).scatter_(1, rot, mask_rot)
+    if b == 0 or n == 0:
+        z = torch.zeros_like(x, dtype=torch.bool)
+        return z, z.clone()
+    left = torch.roll(x, 1, dims=1)
+    right = torch.roll(x, -1, dims=1)
+    peaks = (x > left) & (x > right)
+    pits = (x < left) & (x < right)
+    rows, cols = torch.nonzero(x == right, as_tuple=True)        # x[r, i] == x[r, i + 1 mod n]
+    if rows.numel():
+        _add_plateaus(x, rows, cols, peaks, pits)
+    return peaks, pits
+
+
+def _add_plateaus(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, peaks: torch.Tensor,
+                  pits: torch.Tensor) -> None:
+    """Mark the plateau peaks and pits of periodic rows, given the equal-neighbour positions.
+
+    In each row with ties, positions are rotated to start where a run starts (``x[s] != x[s - 1]``),
+    so that no plateau wraps around; consecutive equal-neighbour positions ``a, ..., b - 1`` then form
+    the plateau ``x[a] = ... = x[b]``, a peak (pit) when both circular neighbours ``x[a - 1]`` and
+    ``x[b + 1]`` are lower (higher), reported at ``a + (b - a) // 2`` rotated back. Constant rows have
+    neither. All work is on the (few) tied positions.
+    """
+    b, n = x.shape
+    dev = x.device
+    tied_rows = torch.unique(rows)
+    xt = x[tied_rows]
+    change = xt != torch.roll(xt, 1, dims=1)
+    s = torch.zeros(b, dtype=torch.long, device=dev)
+    s[tied_rows] = torch.argmax(change.to(torch.uint8), dim=1)
+    constant = torch.zeros(b, dtype=torch.bool, device=dev)
+    constant[tied_rows] = ~change.any(dim=1)
+    keep = ~constant[rows]
+    rows, cols = rows[keep], cols[keep]
+    if not rows.numel():
+        return
+    rot = (cols - s[rows]) % n
+    order = torch.argsort(rows * n + rot)
+    rows, rot = rows[order], rot[order]
+    new = torch.ones_like(rows, dtype=torch.bool)
+    new[1:] = (rows[1:] != rows[:-1]) | (rot[1:] != rot[:-1] + 1)
+    first = torch.nonzero(new).squeeze(1)
+    last = torch.empty_like(first)
+    last[:-1] = first[1:] - 1
+    last[-1] = rows.numel() - 1
+    row = rows[first]
+    a = rot[first]
+    z = rot[last] + 1                                               # plateau: rotated a..z
+    sr = s[row]
+    val = x[row, (a + sr) % n]
+    lo = x[row, (a - 1 + sr) % n]
+    hi = x[row, (z + 1 + sr) % n]
+    mid = (a + (z - a) // 2 + sr) % n
+    pk = (lo < val) & (hi < val)
+    pt = (lo > val) & (hi > val)
+    peaks[row[pk], mid[pk]] = True
+    pits[row[pt], mid[pt]] = True
 
 
 def find_peaks_mask(x: Any, *, circular: bool = False) -> torch.Tensor:
@@ -672,8 +733,7 @@ def _corner_from_power(p: torch.Tensor, levels: torch.Tensor | None = None):
     step = 180.0 / n
     neg_inf = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
     pos_inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
-    peaks = _peak_mask(lv, circular=True)
-    pits = _peak_mask(-lv, circular=True)
+    peaks, pits = _circular_extrema(lv)
     lv_peak = torch.where(peaks, lv, neg_inf)
     i1 = torch.argmax(lv_peak, dim=1, keepdim=True)       # first index among equal heights
     i2 = torch.argmax(lv_peak.scatter(1, i1, float("-inf")), dim=1, keepdim=True)
@@ -1104,14 +1164,19 @@ def rf_features(gray_images: Any, boxes: Any,
                 out["contrast"][start:stop] = _box_contrast(xb, r0, r1, c0, c1).cpu().numpy()
             if spectral:
                 p = _batch_power(xb.to(dtype), uniq, n_angles, n_radii, window)   # (nb, n_uniq, n_angles)
-                levels = _tie_levels(p)
-                res = {}
-                if "orientation" in feats:
-                    res["theta"], res["xi"] = _orientation_from_power(p, levels)
-                if "corner" in feats:
-                    res["theta1"], res["theta2"], res["zeta"] = _corner_from_power(p, levels)
-                for k, v in res.items():
-                    out[k][start:stop] = v.cpu().numpy()
+                p = p.reshape(-1, n_angles)
+                # peaks in row chunks: the temporaries stay small (cache-sized, no page faults)
+                step = max(1, _MAX_PEAK_ROWS)
+                for q0 in range(0, p.shape[0], step):
+                    pc = p[q0:q0 + step]
+                    levels = _tie_levels(pc)
+                    res = {}
+                    if "orientation" in feats:
+                        res["theta"], res["xi"] = _orientation_from_power(pc, levels)
+                    if "corner" in feats:
+                        res["theta1"], res["theta2"], res["zeta"] = _corner_from_power(pc, levels)
+                    for k, v in res.items():
+                        out[k][start:stop].reshape(-1)[q0:q0 + pc.shape[0]] = v.cpu().numpy()
     return {k: v[:, inverse] for k, v in out.items()}
 
 
