@@ -144,11 +144,22 @@ def _as_patches(patches: Any, func: str, param: str = "patches") -> torch.Tensor
     if x.shape[-1] == 0 or x.shape[-2] == 0:
         raise param_error(param, func, "non-empty patches (h >= 1 and w >= 1)",
                           f"an array of shape {tuple(x.shape)}")
-    if x.numel() and not bool(torch.isfinite(x).all()):
+    if x.numel() and not _all_finite(x):
         n_bad = int((~torch.isfinite(x)).sum())
         raise param_error(param, func, "finite (no NaN or inf)",
                           f"{n_bad} non-finite value(s) in an array of shape {tuple(x.shape)}")
     return x
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """True when every element of the float tensor ``x`` is finite.
+
+    A sum is finite only if no element is NaN or infinite (or it overflows): that one reduction settles
+    the common case; the exact element-wise test runs only when the sum is not finite.
+    """
+    if bool(torch.isfinite(x.sum(dtype=torch.float64))):
+        return True
+    return bool(torch.isfinite(x).all())
 
 
 def _check_n_radii(n_radii: Any, func: str) -> int | None:
@@ -282,7 +293,7 @@ def _polar_radii(h: int, w: int, n_radii: int) -> np.ndarray:
     return np.geomspace(r_min, r_max, n_radii)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=2048)
 def _polar_taps(h: int, w: int, n_angles: int, n_radii: int):
     """Bilinear log-polar sampling of an (h, w) amplitude spectrum, as weights on the rfft2 grid.
 
@@ -320,7 +331,7 @@ def _polar_taps(h: int, w: int, n_angles: int, n_radii: int):
     return uniq // (h * wr), uniq % (h * wr), weight
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=2048)
 def _polar_matrix(h: int, w: int, n_angles: int, n_radii: int, device: torch.device, dtype: torch.dtype):
     """The linear map from the flattened amplitude spectrum to P (n_angles).
 
@@ -351,7 +362,7 @@ def _window_1d(n: int) -> np.ndarray:
     return np.hanning(n + 2)[1:-1]
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=2048)
 def _window_vectors(n: int, window: str | None, device: torch.device, dtype: torch.dtype):
     """``(win, sum(win), rfft(win))`` of the 1-D taper of length n (ones for ``window=None``)."""
     win64 = _window_1d(n) if window == "hann" else np.ones(n)
@@ -643,7 +654,7 @@ def find_peaks_mask(x: Any, *, circular: bool = False) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(arr))
     if x.ndim < 1 or x.is_complex() or x.dtype == torch.bool:
         raise param_error("x", func, "a real array with at least 1 dimension", f"shape {tuple(x.shape)}")
-    if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+    if x.is_floating_point() and x.numel() and not _all_finite(x):
         raise param_error("x", func, "finite (no NaN or inf)", "non-finite values")
     lead, n = x.shape[:-1], x.shape[-1]
     return _peak_mask(x.reshape(-1, n), bool(circular)).reshape(*lead, n)
@@ -720,7 +731,7 @@ def _as_power(power: Any, func: str) -> torch.Tensor:
                           f"shape {tuple(power.shape)}")
     if not power.is_floating_point():
         power = power.to(torch.float64)
-    if power.numel() and not bool(torch.isfinite(power).all()):
+    if power.numel() and not _all_finite(power):
         raise param_error("power", func, "finite (no NaN or inf)", "non-finite values")
     return power
 
@@ -1009,7 +1020,7 @@ def _as_images(gray_images: Any, func: str) -> torch.Tensor:
     if x.shape[1] == 0 or x.shape[2] == 0:
         raise param_error("gray_images", func, "non-empty images (H >= 1 and W >= 1)",
                           f"an array of shape {tuple(x.shape)}")
-    if x.numel() and not bool(torch.isfinite(x).all()):
+    if x.numel() and not _all_finite(x):
         n_bad = int((~torch.isfinite(x)).sum())
         raise param_error("gray_images", func, "finite (no NaN or inf)",
                           f"{n_bad} non-finite value(s) in an array of shape {tuple(x.shape)}")
