@@ -1,7 +1,8 @@
 """Benchmark of the Prune-and-distill information pipeline (issue #3, item 7), ratios measured in one run.
 
 (a) RF-patch feature extraction vs a per-patch NumPy/SciPy reference written from Algorithms 1-2
-    (delegates to ``bench/features.py``; goal >= 20x);
+    (delegates to ``bench/features.py``, once with one torch thread and once with torch's default
+    threads; goal >= 20x);
 (b) MI with Panzeri-Treves correction, 250 units x 1500 images, vs a per-unit ``numpy.histogram2d``
     loop (delegates to ``bench/information_mi.py``; goal >= 8x and < 20 ms per layer);
 (c) one Figure-3 realisation (trained and random networks, all layers, all features; a realisation
@@ -85,8 +86,10 @@ def main() -> None:
                     help="networks of the realisation (Fig. 3 compares trained and random)")
     args = ap.parse_args()
     if args.part in ("a", "all"):
-        print("(a) feature extraction vs the per-patch reference")
-        subprocess.run([sys.executable, str(HERE / "features.py")], check=True)
+        print("(a) feature extraction vs the per-patch reference: one core against the (single-threaded)"
+              " reference, then the library's default of all cores")
+        for threads in ("1", "0"):
+            subprocess.run([sys.executable, str(HERE / "features.py"), "--threads", threads], check=True)
     if args.part in ("b", "all"):
         print("\n(b) MI with Panzeri-Treves correction vs a per-unit histogram2d loop")
         subprocess.run([sys.executable, str(HERE / "information_mi.py")], check=True)

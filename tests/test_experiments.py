@@ -102,6 +102,30 @@ def test_fig3_different_seed_differs(image_folder):
     assert not np.allclose(a["information"].values, b["information"].values)
 
 
+def test_box_feature_cache_matches_rf_features():
+    # features of several layers' boxes computed in one call per feature set, shared boxes once
+    from netphys.features import rf_features
+
+    rng = np.random.default_rng(0)
+    gray = rng.random((6, 20, 24))
+    a = np.array([[0, 5, 0, 5], [3, 9, 4, 10], [10, 20, 0, 24]])
+    b = np.array([[3, 9, 4, 10], [0, 20, 0, 24], [2, 4, 6, 8]])      # shares one box with a
+    cache = pd_._BoxFeatureCache()
+    lc, sp = ("luminosity", "contrast"), ("orientation", "corner")
+    cache.prefetch(("key",), gray, [(a, lc), (b, lc), (b, sp)], None)
+    assert len(cache.store) == 5
+    for boxes, want in [(a, lc), (b, lc + sp)]:
+        got = cache.get(boxes, want)
+        exp = rf_features(gray, boxes, want)
+        assert set(got) == set(exp)
+        for k in exp:
+            np.testing.assert_allclose(got[k], exp[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    with pytest.raises(KeyError):
+        cache.get(a, sp)                       # spectral features of a were never requested
+    cache.prefetch(("other",), gray[:2], [(a, lc)], None)   # new images: the store is reset
+    assert len(cache.store) == 3 and cache.get(a, lc)["luminosity"].shape == (2, 3)
+
+
 def test_select_top_rule():
     s = np.array([[0.1, 0.9, 0.5], [0.2, 0.8, 0.4], [0.3, 0.7, 0.6], [0.0, 1.0, 0.1]])
     units, imgs = pd_.select_top(s, 2, 2)

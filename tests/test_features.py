@@ -359,9 +359,37 @@ def test_rf_features_batching_and_chunking_invariance(monkeypatch):
     imgs, boxes = _images_and_boxes(seed=3, n=5)
     full = rf_features(imgs, boxes, dtype=torch.float64, batch_size=5)
     monkeypatch.setattr(patch_mod, "_MAX_PATCH_ELEMENTS", 100)   # forces box and image chunks
+    monkeypatch.setattr(patch_mod, "_MAX_PEAK_ROWS", 7)           # and peak-finding chunks
     chunked = rf_features(imgs, boxes, dtype=torch.float64, batch_size=2)
     for k in full:
         np.testing.assert_allclose(chunked[k], full[k], rtol=1e-12, atol=1e-13, err_msg=k)
+
+
+def test_rf_features_shared_row_segments_match_reference():
+    # overlapping boxes of one width at many rows and columns (as in deep layers, where the first FFT
+    # stage is shared between boxes), several heights per width, clipped boxes and strided positions
+    rng = np.random.default_rng(11)
+    imgs = rng.random((2, 40, 37))
+    imgs[1, 5:30, 3:20] = 0.25                      # flat region: some boxes are flat in image 1
+    boxes = []
+    for h, w in [(9, 9), (14, 9), (20, 9), (31, 12), (5, 16)]:
+        for r in range(0, 40 - h + 1, 3):
+            for c in (0, 4, 5, 37 - w):
+                boxes.append((r, r + h, c, c + w))
+    boxes = np.array(boxes + [(5, 30, 3, 20), (6, 29, 4, 19)])
+    out = rf_features(imgs, boxes, features=("orientation", "corner"), dtype=torch.float64)
+    exp = ref.rf_features(imgs, boxes, features=("orientation", "corner"))
+    for k, v in exp.items():
+        if k.startswith("theta"):
+            np.testing.assert_array_equal(out[k], v, err_msg=k)
+        else:
+            np.testing.assert_allclose(out[k], v, rtol=1e-9, atol=1e-11, err_msg=k)
+    assert out["xi"][1, -1] == 0 and out["xi"][1, -2] == 0 and out["xi"][0, -1] > 0
+    # each box alone (no sharing) gives the same numbers
+    for u in rng.choice(len(boxes), 12, replace=False):
+        one = rf_features(imgs, boxes[u:u + 1], features=("orientation",), dtype=torch.float64)
+        np.testing.assert_allclose(one["xi"][:, 0], out["xi"][:, u], rtol=1e-12, atol=1e-14)
+        np.testing.assert_array_equal(one["theta"][:, 0], out["theta"][:, u])
 
 
 def test_rf_features_subset_and_order_of_features():
