@@ -14,6 +14,7 @@ Example::
     python bench/features.py                       # ~1-2 min on 2 CPU cores
     python bench/features.py --n-images 50 --layers conv3_3
     python bench/features.py --device cuda --n-images 1500
+    python bench/features.py --workload fig3       # all VGG-16 conv layers, as in one fig3 realisation
 """
 from __future__ import annotations
 
@@ -47,6 +48,59 @@ def unit_boxes(layer: str, n_units: int, rng: np.random.Generator, size: int = 2
     return np.clip(boxes, 0, size)
 
 
+def fig3_workload(args, images: np.ndarray, dev_images, feats, dtype) -> None:
+    """The feature work of one Figure-3 realisation on VGG-16 at 224 px vs the literal reference.
+
+    Units and RF boxes come from the real VGG-16 geometry (torchvision ``vgg16`` with random weights:
+    the boxes do not depend on the weights): ``--n-units`` units per conv layer, luminosity and
+    contrast in every layer, orientation and corner from the third layer on, as ``run_fig3`` does. The
+    library gets all boxes of all layers in one call per feature set (as ``run_fig3``); the reference
+    loops over layers, units and images, literally.
+    """
+    from netphys.experiments.prune_distill import rf_boxes
+    from netphys.models import default_layers, load_model
+    from netphys.recording import sample_units
+
+    model = load_model("vgg16", "random", random_state=0)
+    layers = default_layers(model, kinds=("conv",))
+    table = sample_units(model, layers, args.n_units, input_size=224, random_state=args.seed,
+                         allow_fewer=True)
+    spectral = tuple(f for f in feats if f in ("orientation", "corner"))
+    plain = tuple(f for f in feats if f in ("luminosity", "contrast"))
+    per_layer = []
+    for pos, layer in enumerate(layers):
+        boxes = rf_boxes(model, table[table["layer"] == layer], 224)
+        want = plain + (spectral if pos >= 2 else ())
+        per_layer.append((layer, boxes, want))
+    all_plain = np.unique(np.concatenate([b for _, b, _ in per_layer]), axis=0)
+    all_spec = np.unique(np.concatenate([b for i, (_, b, _) in enumerate(per_layer) if i >= 2]), axis=0)
+    print(f"Figure-3 feature workload, VGG-16 at 224 px: {len(layers)} conv layers x {args.n_units} units, "
+          f"{args.n_images} images; distinct boxes: {len(all_plain)} (luminosity/contrast), "
+          f"{len(all_spec)} (orientation/corner); torch threads={torch.get_num_threads()}")
+    calls = [(all_plain, plain), (all_spec, spectral)]
+    for boxes, want in calls:
+        if want:
+            rf_features(dev_images[:1], boxes, want, device=args.device, dtype=dtype)     # warm caches
+    t0 = time.perf_counter()
+    for boxes, want in calls:
+        if want:
+            rf_features(dev_images, boxes, want, batch_size=args.batch_size, device=args.device, dtype=dtype)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t_torch = time.perf_counter() - t0
+    k = min(args.ref_images, args.n_images)
+    t_ref = 0.0
+    print(f"{'layer':8} {'boxes':>5} {'ref s*':>8}")
+    for layer, boxes, want in per_layer:
+        t0 = time.perf_counter()
+        ref.rf_features(images[:k], boxes, want)
+        dt = (time.perf_counter() - t0) * args.n_images / k
+        t_ref += dt
+        print(f"{layer:8} {len(np.unique(boxes, axis=0)):5d} {dt:8.1f}")
+    print(f"total: netphys {t_torch:.2f} s, reference* {t_ref:.1f} s, speed-up {t_ref / t_torch:.1f}x")
+    print(f"* reference timed on {k} image(s) and scaled to {args.n_images}.")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-images", type=int, default=200)
@@ -61,6 +115,9 @@ def main(argv=None) -> None:
                     help="torch.set_num_threads; 1 (default) compares one core with the single-threaded "
                          "reference; 0 keeps torch's default")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workload", choices=["layers", "fig3"], default="layers",
+                    help="layers: the --layers one at a time (synthetic VGG-16-like boxes); fig3: every conv "
+                         "layer of VGG-16 with the features run_fig3 computes, all boxes in one call")
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -70,6 +127,9 @@ def main(argv=None) -> None:
     images = rng.random((args.n_images, 224, 224), dtype=np.float32)
     dev_images = torch.from_numpy(images).to(args.device)
 
+    if args.workload == "fig3":
+        fig3_workload(args, images, dev_images, feats, dtype)
+        return
     print(f"rf_features vs per-patch reference: {args.n_images} images x {args.n_units} units, 224 px, "
           f"features={','.join(feats)}, device={args.device}, dtype={args.dtype}, "
           f"torch threads={torch.get_num_threads()}")

@@ -88,6 +88,10 @@ def main() -> None:
     if args.part in ("a", "all"):
         print("(a) feature extraction vs the per-patch reference: one core against the (single-threaded)"
               " reference, then the library's default of all cores")
+        # the whole feature workload of one Figure-3 realisation on VGG-16 (all conv layers, all boxes)
+        subprocess.run([sys.executable, str(HERE / "features.py"), "--workload", "fig3", "--threads", "1"],
+                       check=True)
+        # single layers: mid-size (conv3_3, 40 px) and large (conv5_3, 196 px) patches
         for threads in ("1", "0"):
             subprocess.run([sys.executable, str(HERE / "features.py"), "--threads", threads], check=True)
     if args.part in ("b", "all"):
