@@ -920,20 +920,35 @@ def _box_sum(ii: torch.Tensor, r0, r1, c0, c1) -> torch.Tensor:
     return ii[:, r1, c1] - ii[:, r0, c1] - ii[:, r1, c0] + ii[:, r0, c0]
 
 
-def _row_segments(t: torch.Tensor, valid, row, start, stop) -> torch.Tensor:
-    """sum_{j in [start, stop)} t[:, row, j] for each box where ``valid``, else 0 -> (N, U), float64."""
-    cs = _padded_cumsum(t, (2,))
+def _row_segments(make, valid, row, start, stop) -> torch.Tensor:
+    """sum_{j in [start, stop)} t[:, row, j] for each box where ``valid``, else 0 -> (N, U), float64.
+
+    ``t = make(rows)`` gives the map on the image rows ``rows`` only (N, len(rows), W'): it is evaluated
+    on the rows that some box needs, not on the whole image.
+    """
+    rows = torch.unique(row[valid])
+    if rows.numel() == 0:
+        return torch.zeros((), dtype=torch.float64, device=row.device)
+    cs = _padded_cumsum(make(rows), (2,))
+    pos = torch.searchsorted(rows, row.contiguous()).clamp_(max=rows.numel() - 1)
     zero = torch.zeros_like(row)
-    row, start, stop = (torch.where(valid, v, zero) for v in (row, start, stop))
-    return cs[:, row, stop] - cs[:, row, start]
+    pos, start, stop = (torch.where(valid, v, zero) for v in (pos, start, stop))
+    return torch.where(valid, cs[:, pos, stop] - cs[:, pos, start], 0.0)
 
 
-def _col_segments(t: torch.Tensor, valid, col, start, stop) -> torch.Tensor:
-    """sum_{i in [start, stop)} t[:, i, col] for each box where ``valid``, else 0 -> (N, U), float64."""
-    cs = _padded_cumsum(t, (1,))
+def _col_segments(make, valid, col, start, stop) -> torch.Tensor:
+    """sum_{i in [start, stop)} t[:, i, col] for each box where ``valid``, else 0 -> (N, U), float64.
+
+    ``t = make(cols)`` gives the map on the image columns ``cols`` only (N, H', len(cols)).
+    """
+    cols = torch.unique(col[valid])
+    if cols.numel() == 0:
+        return torch.zeros((), dtype=torch.float64, device=col.device)
+    cs = _padded_cumsum(make(cols), (1,))
+    pos = torch.searchsorted(cols, col.contiguous()).clamp_(max=cols.numel() - 1)
     zero = torch.zeros_like(col)
-    col, start, stop = (torch.where(valid, v, zero) for v in (col, start, stop))
-    return cs[:, stop, col] - cs[:, start, col]
+    pos, start, stop = (torch.where(valid, v, zero) for v in (pos, start, stop))
+    return torch.where(valid, cs[:, stop, pos] - cs[:, start, pos], 0.0)
 
 
 def _box_contrast(x: torch.Tensor, r0, r1, c0, c1) -> torch.Tensor:
@@ -965,26 +980,38 @@ def _box_contrast(x: torch.Tensor, r0, r1, c0, c1) -> torch.Tensor:
         del g
     if width >= 3:                   # top / bottom rows, interior columns [c0+1, c1-1) -> [c0, c1-2)
         if height >= 2:
-            top = torch.hypot(3.0 * dx[:, :-1] + dx[:, 1:], sx[:, 1:] - sx[:, :-1])   # border at row r
+            def top(rr):             # a top border row r: the row above is replicated
+                d0, d1 = dx.index_select(1, rr), dx.index_select(1, rr + 1)
+                return torch.hypot(3.0 * d0 + d1, sx.index_select(1, rr + 1) - sx.index_select(1, rr))
+
+            def bottom(rr):          # a bottom border row r + 1: the row below is replicated
+                d0, d1 = dx.index_select(1, rr), dx.index_select(1, rr + 1)
+                return torch.hypot(d0 + 3.0 * d1, sx.index_select(1, rr + 1) - sx.index_select(1, rr))
+
             total += _row_segments(top, (h >= 2) & (w >= 3), r0, c0, c1 - 2)
-            bottom = torch.hypot(dx[:, :-1] + 3.0 * dx[:, 1:], sx[:, 1:] - sx[:, :-1])  # at row r - 1
             total += _row_segments(bottom, (h >= 2) & (w >= 3), r1 - 2, c0, c1 - 2)
-            del top, bottom
         if bool((h == 1).any()):     # patches one pixel high
-            total += _row_segments(4.0 * dx.abs(), (h == 1) & (w >= 3), r0, c0, c1 - 2)
+            total += _row_segments(lambda rr: 4.0 * dx.index_select(1, rr).abs(), (h == 1) & (w >= 3),
+                                   r0, c0, c1 - 2)
     del dx, sx
     # Dy(r, c) = I[r+1, c] - I[r-1, c], Sy(r, c) = I[r-1, c] + 2 I[r, c] + I[r+1, c], stored at r - 1
     dy = x[:, 2:] - x[:, :-2]
     sy = x[:, :-2] + 2.0 * x[:, 1:-1] + x[:, 2:]
     if height >= 3:                  # left / right columns, interior rows [r0+1, r1-1) -> [r0, r1-2)
         if width >= 2:
-            left = torch.hypot(3.0 * dy[..., :-1] + dy[..., 1:], sy[..., 1:] - sy[..., :-1])  # at col c
+            def left(cc):            # a left border column c
+                d0, d1 = dy.index_select(2, cc), dy.index_select(2, cc + 1)
+                return torch.hypot(3.0 * d0 + d1, sy.index_select(2, cc + 1) - sy.index_select(2, cc))
+
+            def right(cc):           # a right border column c + 1
+                d0, d1 = dy.index_select(2, cc), dy.index_select(2, cc + 1)
+                return torch.hypot(d0 + 3.0 * d1, sy.index_select(2, cc + 1) - sy.index_select(2, cc))
+
             total += _col_segments(left, (w >= 2) & (h >= 3), c0, r0, r1 - 2)
-            right = torch.hypot(dy[..., :-1] + 3.0 * dy[..., 1:], sy[..., 1:] - sy[..., :-1])  # at c - 1
             total += _col_segments(right, (w >= 2) & (h >= 3), c1 - 2, r0, r1 - 2)
-            del left, right
         if bool((w == 1).any()):     # patches one pixel wide
-            total += _col_segments(4.0 * dy.abs(), (w == 1) & (h >= 3), c0, r0, r1 - 2)
+            total += _col_segments(lambda cc: 4.0 * dy.index_select(2, cc).abs(), (w == 1) & (h >= 3),
+                                   c0, r0, r1 - 2)
     del dy, sy
     # the (up to) four corners: gather their clamped 3 x 3 neighbourhoods
     cr = torch.stack([r0, r0, r1 - 1, r1 - 1], dim=1)                      # (U, 4)
@@ -1222,8 +1249,11 @@ def _batch_power(xb: torch.Tensor, uniq: np.ndarray, n_angles: int, n_radii: int
         # distinct row segments (row, col_start) used by the boxes of this width
         seg_keys = np.unique(np.concatenate([c0[j] * height + np.arange(r0[j], r1[j])
                                              for j in range(members.size)]))
-        seg_rows = torch.from_numpy(seg_keys % height).to(dev)
-        seg_c0 = torch.from_numpy(seg_keys // height).to(dev)
+        # runs of consecutive rows at one column start: each is one slice of the images
+        seg_r, seg_c = seg_keys % height, seg_keys // height
+        cut = np.flatnonzero((np.diff(seg_r) != 1) | (np.diff(seg_c) != 0)) + 1
+        runs = [(int(seg_r[a]), int(seg_r[b - 1]) + 1, int(seg_c[a]))
+                for a, b in zip(np.r_[0, cut], np.r_[cut, seg_keys.size])]
         n_seg = seg_keys.size
         win_c, sum_c, _ = _window_vectors(w, window, dev, real)
         img_step = max(1, _MAX_PATCH_ELEMENTS // (n_seg * w))
@@ -1237,11 +1267,13 @@ def _batch_power(xb: torch.Tensor, uniq: np.ndarray, n_angles: int, n_radii: int
         for i0 in range(0, nb, img_step):
             i1 = min(i0 + img_step, nb)
             n = i1 - i0
-            seg = xb[i0:i1].unfold(2, w, 1)[:, seg_rows, seg_c0]           # (n, n_seg, w)
+            xs = xb[i0:i1]
+            seg = torch.cat([xs[:, ra:rb, c:c + w] for ra, rb, c in runs], dim=1)   # (n, n_seg, w)
             d = seg.mean(dim=-1)
-            seg_max = seg.amax(dim=-1)
-            seg_min = seg.amin(dim=-1)
-            rows = torch.fft.rfft((seg - d[..., None]) * win_c, dim=-1)   # (n, n_seg, w2)
+            seg_min, seg_max = torch.aminmax(seg, dim=-1)
+            seg -= d[..., None]
+            seg *= win_c
+            rows = torch.fft.rfft(seg, dim=-1)                             # (n, n_seg, w2)
             del seg
             dc = rows[..., 0].real
             rows_t = rows.transpose(1, 2).contiguous()                     # (n, w2, n_seg)
