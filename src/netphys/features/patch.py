@@ -12,8 +12,8 @@ The four features of Muratore et al. (2022), section 2.3 and Algorithms 1-2:
 Everything is vectorised over patches (any leading dimensions) and runs on the device of its input.
 :func:`rf_features` computes the features of many receptive-field boxes in many images at once: box means
 come from integral images, the Sobel contrast from integral images of gradient maps (no patch is ever
-cropped for luminosity or contrast), and the spectra of boxes that share a shape are computed in one
-batched FFT.
+cropped for luminosity or contrast), and the 2-D FFTs run in two batched stages, the first of which (along
+the patch rows) is shared by every box that contains the same row segment.
 
 Conventions
 -----------
@@ -109,9 +109,11 @@ TIE_RESOLUTION = {torch.float32: 2.0 ** -14, torch.float64: 2.0 ** -32}
 #: Tapering windows accepted by the spectral features (None: the literal, untapered FFT of [1]).
 WINDOWS = ("hann", None)
 
-# Largest number of patch pixels cropped at once by rf_features (bounds memory: the patches, their
-# real FFT and its magnitude take about 4 bytes x 3.5 per element in float32).
+# Largest number of row-segment pixels or spectrum elements held at once per chunk by rf_features (keeps
+# the temporaries cache-sized: about 8 MB of complex64 per chunk; larger chunks are slower on CPU).
 _MAX_PATCH_ELEMENTS = 1 << 20
+# Largest (images x distinct boxes x angles) of angular powers held for one batch of images (64 MB).
+_MAX_POWER_ELEMENTS = 1 << 24
 # Angular power spectra processed at once by the peak finders.
 _MAX_PEAK_ROWS = 1 << 13
 # A polar sampling matrix with more than this many dense entries is stored sparse (CSR).
@@ -1113,8 +1115,8 @@ def rf_features(gray_images: Any, boxes: Any,
     features : sequence of str, default all
         Any of ``"luminosity"``, ``"contrast"``, ``"orientation"``, ``"corner"``.
     batch_size : int, default 32
-        Images processed at once (memory is bounded by this and by an internal cap on the number of
-        patch pixels cropped at once).
+        Images processed at once (fewer when the angular powers of all boxes of a batch would exceed
+        about 64 MB; chunks inside a batch are capped too, so memory stays bounded).
     device : str, torch.device or None
         Where to compute; None uses the device of ``gray_images`` (CPU for numpy input).
     n_angles, n_radii, window :
@@ -1198,6 +1200,8 @@ def rf_features(gray_images: Any, boxes: Any,
     ub = torch.from_numpy(uniq).to(dev)
     r0, r1, c0, c1 = ub.unbind(1)
     spectral = "orientation" in feats or "corner" in feats
+    if spectral:   # the angular powers of a batch, (images, boxes, n_angles), stay under a cap
+        batch_size = min(batch_size, max(1, _MAX_POWER_ELEMENTS // (n_uniq * n_angles)))
     with torch.no_grad():
         for start in range(0, n_img, batch_size):
             stop = min(start + batch_size, n_img)
