@@ -1280,8 +1280,6 @@ def _batch_power(xb: torch.Tensor, uniq: np.ndarray, n_angles: int, n_radii: int
             rows = torch.fft.rfft(seg, dim=-1)                             # (n, n_seg, w2)
             del seg
             dc = rows[..., 0].real
-            rows_t = rows.transpose(1, 2).contiguous()                     # (n, w2, n_seg)
-            del rows
             for h, ids, seg_idx, first in sub:
                 win_r, sum_r, _ = _window_vectors(h, window, dev, real)
                 box_step = max(1, _MAX_PATCH_ELEMENTS // (n * w2 * h))
@@ -1289,8 +1287,9 @@ def _batch_power(xb: torch.Tensor, uniq: np.ndarray, n_angles: int, n_radii: int
                     b1 = min(b0 + box_step, ids.size)
                     nbx = b1 - b0
                     sidx = seg_idx[b0:b1]
-                    # each box is a run of h consecutive segments: slice, don't gather elementwise
-                    z = torch.stack([rows_t[:, :, f:f + h] for f in first[b0:b1]], dim=1)  # (n,nbx,w2,h)
+                    # each box is a run of h consecutive segments: slice (no elementwise gather),
+                    # transposed into the (column frequency, row) layout by the copy itself
+                    z = torch.stack([rows[:, f:f + h].transpose(1, 2) for f in first[b0:b1]], dim=1)
                     dd = d[:, sidx]                                          # (n, nbx, h)
                     m_w = ((dc[:, sidx] + dd * sum_c) * win_r).sum(-1) / (sum_r * sum_c)
                     flat = seg_max[:, sidx].amax(-1) == seg_min[:, sidx].amin(-1)
