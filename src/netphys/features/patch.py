@@ -922,35 +922,23 @@ def _box_sum(ii: torch.Tensor, r0, r1, c0, c1) -> torch.Tensor:
     return ii[:, r1, c1] - ii[:, r0, c1] - ii[:, r1, c0] + ii[:, r0, c0]
 
 
-def _row_segments(make, valid, row, start, stop) -> torch.Tensor:
-    """sum_{j in [start, stop)} t[:, row, j] for each box where ``valid``, else 0 -> (N, U), float64.
+def _line_segments(make, valid, line, start, stop, *, columns: bool = False) -> torch.Tensor:
+    """Sums of a map along one image line per box, for each box where ``valid``, else 0 -> (N, U), float64.
 
-    ``t = make(rows)`` gives the map on the image rows ``rows`` only (N, len(rows), W'): it is evaluated
-    on the rows that some box needs, not on the whole image.
+    Rows (``columns=False``): ``sum_{j in [start, stop)} t[:, line, j]`` with ``t = make(lines)`` the
+    map on the image rows ``lines`` only, (N, len(lines), W'). Columns: ``sum_{i in [start, stop)}
+    t[:, i, line]`` with ``t = make(lines)`` of shape (N, H', len(lines)). The map is evaluated only on
+    the lines that some box needs, not on the whole image.
     """
-    rows = torch.unique(row[valid])
-    if rows.numel() == 0:
-        return torch.zeros((), dtype=torch.float64, device=row.device)
-    cs = _padded_cumsum(make(rows), (2,))
-    pos = torch.searchsorted(rows, row.contiguous()).clamp_(max=rows.numel() - 1)
-    zero = torch.zeros_like(row)
+    lines = torch.unique(line[valid])
+    if lines.numel() == 0:
+        return torch.zeros((), dtype=torch.float64, device=line.device)
+    t = make(lines)
+    cs = _padded_cumsum(t.transpose(1, 2) if columns else t, (2,))   # (N, len(lines), L + 1)
+    pos = torch.searchsorted(lines, line.contiguous()).clamp_(max=lines.numel() - 1)
+    zero = torch.zeros_like(line)
     pos, start, stop = (torch.where(valid, v, zero) for v in (pos, start, stop))
     return torch.where(valid, cs[:, pos, stop] - cs[:, pos, start], 0.0)
-
-
-def _col_segments(make, valid, col, start, stop) -> torch.Tensor:
-    """sum_{i in [start, stop)} t[:, i, col] for each box where ``valid``, else 0 -> (N, U), float64.
-
-    ``t = make(cols)`` gives the map on the image columns ``cols`` only (N, H', len(cols)).
-    """
-    cols = torch.unique(col[valid])
-    if cols.numel() == 0:
-        return torch.zeros((), dtype=torch.float64, device=col.device)
-    cs = _padded_cumsum(make(cols), (1,))
-    pos = torch.searchsorted(cols, col.contiguous()).clamp_(max=cols.numel() - 1)
-    zero = torch.zeros_like(col)
-    pos, start, stop = (torch.where(valid, v, zero) for v in (pos, start, stop))
-    return torch.where(valid, cs[:, stop, pos] - cs[:, start, pos], 0.0)
 
 
 def _box_contrast(x: torch.Tensor, r0, r1, c0, c1) -> torch.Tensor:
@@ -990,11 +978,11 @@ def _box_contrast(x: torch.Tensor, r0, r1, c0, c1) -> torch.Tensor:
                 d0, d1 = dx.index_select(1, rr), dx.index_select(1, rr + 1)
                 return torch.hypot(d0 + 3.0 * d1, sx.index_select(1, rr + 1) - sx.index_select(1, rr))
 
-            total += _row_segments(top, (h >= 2) & (w >= 3), r0, c0, c1 - 2)
-            total += _row_segments(bottom, (h >= 2) & (w >= 3), r1 - 2, c0, c1 - 2)
+            total += _line_segments(top, (h >= 2) & (w >= 3), r0, c0, c1 - 2)
+            total += _line_segments(bottom, (h >= 2) & (w >= 3), r1 - 2, c0, c1 - 2)
         if bool((h == 1).any()):     # patches one pixel high
-            total += _row_segments(lambda rr: 4.0 * dx.index_select(1, rr).abs(), (h == 1) & (w >= 3),
-                                   r0, c0, c1 - 2)
+            total += _line_segments(lambda rr: 4.0 * dx.index_select(1, rr).abs(), (h == 1) & (w >= 3),
+                                    r0, c0, c1 - 2)
     del dx, sx
     # Dy(r, c) = I[r+1, c] - I[r-1, c], Sy(r, c) = I[r-1, c] + 2 I[r, c] + I[r+1, c], stored at r - 1
     dy = x[:, 2:] - x[:, :-2]
@@ -1009,11 +997,11 @@ def _box_contrast(x: torch.Tensor, r0, r1, c0, c1) -> torch.Tensor:
                 d0, d1 = dy.index_select(2, cc), dy.index_select(2, cc + 1)
                 return torch.hypot(d0 + 3.0 * d1, sy.index_select(2, cc + 1) - sy.index_select(2, cc))
 
-            total += _col_segments(left, (w >= 2) & (h >= 3), c0, r0, r1 - 2)
-            total += _col_segments(right, (w >= 2) & (h >= 3), c1 - 2, r0, r1 - 2)
+            total += _line_segments(left, (w >= 2) & (h >= 3), c0, r0, r1 - 2, columns=True)
+            total += _line_segments(right, (w >= 2) & (h >= 3), c1 - 2, r0, r1 - 2, columns=True)
         if bool((w == 1).any()):     # patches one pixel wide
-            total += _col_segments(lambda cc: 4.0 * dy.index_select(2, cc).abs(), (w == 1) & (h >= 3),
-                                   c0, r0, r1 - 2)
+            total += _line_segments(lambda cc: 4.0 * dy.index_select(2, cc).abs(), (w == 1) & (h >= 3),
+                                    c0, r0, r1 - 2, columns=True)
     del dy, sy
     # the (up to) four corners: gather their clamped 3 x 3 neighbourhoods
     cr = torch.stack([r0, r0, r1 - 1, r1 - 1], dim=1)                      # (U, 4)
