@@ -322,6 +322,24 @@ def test_from_zip(tmp_path, image_folder):
     np.testing.assert_array_equal(im[3, 8, 8], [255, 255, 255])
 
 
+def test_from_zip_top_level_images_like_from_folder(tmp_path, image_folder, caplog):
+    pngs = sorted(image_folder.rglob("*.png"))
+    flat = tmp_path / "flat.zip"                  # no class folders: one unlabelled class
+    with zipfile.ZipFile(flat, "w") as zf:
+        for i, p in enumerate(pngs):
+            zf.write(p, f"img{i}.png")
+    st = StimulusSet.from_zip(flat, preprocess=Preprocess(resize=16, crop=16))
+    assert st.labels.tolist() == [-1] * len(pngs) and set(st.coords["class_name"]) == {""}
+    mixed = tmp_path / "mixed.zip"                # stray top-level images are ignored, with a warning
+    with zipfile.ZipFile(mixed, "w") as zf:
+        for p in pngs:
+            zf.write(p, f"{p.parent.name}/{p.name}")
+        zf.write(pngs[0], "stray.png")
+    with caplog.at_level("WARNING"):
+        st = StimulusSet.from_zip(mixed, preprocess=Preprocess(resize=16, crop=16))
+    assert len(st) == len(pngs) and st.labels.min() == 0 and "outside any class folder" in caplog.text
+
+
 @pytest.mark.parametrize("kind", ["missing", "no_images"])
 def test_from_zip_errors(tmp_path, kind):
     z = tmp_path / "set.zip"

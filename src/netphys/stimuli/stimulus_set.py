@@ -154,8 +154,15 @@ class StimulusSet:
         if not members:
             raise param_error("path", "StimulusSet.from_zip", "a zip archive containing images", str(path))
         folders = [m.split("/")[-2] if "/" in m else "" for m in members]
+        if any(folders) and not all(folders):
+            # as from_folder: with class folders present, images outside them belong to no class
+            log.warning("%s: %d image(s) outside any class folder were ignored", path,
+                        sum(1 for f in folders if not f))
+            members = [m for m, f in zip(members, folders) if f]
+            folders = [f for f in folders if f]
         present = sorted(set(folders))
-        remap = {f: i for i, f in enumerate(present)}
+        # no class folders at all: one unlabelled class (label -1), as from_folder
+        remap = {f: i for i, f in enumerate(present)} if any(folders) else {"": -1}
         names_map = {}
         with zipfile.ZipFile(path) as zf:
             if "classes.csv" in zf.namelist():
@@ -163,7 +170,7 @@ class StimulusSet:
                 names_map = dict(zip(df.iloc[:, 0], df.iloc[:, 1]))
         names = [names_map.get(f, f) for f in present]
         coords = pd.DataFrame({"label": [remap[f] for f in folders],
-                               "class_name": [names[remap[f]] for f in folders],
+                               "class_name": [names_map.get(f, f) for f in folders],
                                "source": [f"{path.name}:{m}" for m in members], "folder": folders})
         if preprocess is None:
             preprocess = Preprocess(resize=64, crop=64)
