@@ -112,6 +112,8 @@ WINDOWS = ("hann", None)
 # Largest number of row-segment pixels or spectrum elements held at once per chunk by rf_features (keeps
 # the temporaries moderate: about 16 MB of complex64 per chunk; measured best on CPU).
 _MAX_PATCH_ELEMENTS = 1 << 21
+# Image pixels whose luminosity/contrast maps (about 15 of them) are computed at once.
+_MAX_MAP_PIXELS = 1 << 19
 # Largest (images x distinct boxes x angles) of angular powers held for one batch of images (64 MB).
 _MAX_POWER_ELEMENTS = 1 << 24
 # Angular power spectra processed at once by the peak finders.
@@ -1190,15 +1192,21 @@ def rf_features(gray_images: Any, boxes: Any,
     spectral = "orientation" in feats or "corner" in feats
     if spectral:   # the angular powers of a batch, (images, boxes, n_angles), stay under a cap
         batch_size = min(batch_size, max(1, _MAX_POWER_ELEMENTS // (n_uniq * n_angles)))
+    map_step = max(1, _MAX_MAP_PIXELS // (height * width))
+    area = ((r1 - r0) * (c1 - c0)).to(torch.float64)
     with torch.no_grad():
         for start in range(0, n_img, batch_size):
             stop = min(start + batch_size, n_img)
             xb = x_all[start:stop].to(dev)
-            if "luminosity" in feats:
-                lum = _box_sum(_integral(xb), r0, r1, c0, c1) / ((r1 - r0) * (c1 - c0)).to(torch.float64)
-                out["luminosity"][start:stop] = lum.cpu().numpy()
-            if "contrast" in feats:
-                out["contrast"][start:stop] = _box_contrast(xb, r0, r1, c0, c1).cpu().numpy()
+            # box means and contrast on a few images at a time: their full-image maps stay cache-sized
+            for s0 in range(0, stop - start, map_step):
+                xs = xb[s0:s0 + map_step]
+                s1 = start + s0 + xs.shape[0]
+                if "luminosity" in feats:
+                    lum = _box_sum(_integral(xs), r0, r1, c0, c1) / area
+                    out["luminosity"][start + s0:s1] = lum.cpu().numpy()
+                if "contrast" in feats:
+                    out["contrast"][start + s0:s1] = _box_contrast(xs, r0, r1, c0, c1).cpu().numpy()
             if spectral:
                 p = _batch_power(xb.to(dtype), uniq, n_angles, n_radii, window)   # (nb, n_uniq, n_angles)
                 p = p.reshape(-1, n_angles)
