@@ -392,6 +392,16 @@ def test_rf_features_shared_row_segments_match_reference():
         np.testing.assert_array_equal(one["theta"][:, 0], out["theta"][:, u])
 
 
+def test_rf_features_leaves_its_input_untouched():
+    # the spectral path centres and tapers row segments in place: on copies, never on the caller's images
+    imgs, boxes = _images_and_boxes(seed=4)
+    x = torch.from_numpy(imgs).float()
+    before = x.clone()
+    rf_features(x, boxes)
+    rf_features(x, [[0, x.shape[1], 0, x.shape[2]]], features=("orientation",))   # one run: the whole image
+    assert torch.equal(x, before)
+
+
 def test_rf_features_subset_and_order_of_features():
     imgs, boxes = _images_and_boxes()
     out = rf_features(imgs, boxes, features=["corner", "contrast"])
