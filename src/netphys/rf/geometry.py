@@ -218,6 +218,20 @@ def forward_error(exc: Exception, shape: tuple, func: str) -> NetphysError:
                        "strides and pools, or 'in_channels' may not match the model")
 
 
+@contextlib.contextmanager
+def probing_forward(shape: tuple, func: str) -> Iterator[None]:
+    """Context of a probe forward pass: :class:`StopForward` ends it quietly, and a failure on the
+    probe input (``RuntimeError``, ``ValueError``, ``IndexError``) becomes :func:`forward_error`."""
+    try:
+        yield
+    except StopForward:
+        pass
+    except (RuntimeError, ValueError, IndexError) as exc:
+        if isinstance(exc, NetphysError):
+            raise
+        raise forward_error(exc, shape, func) from exc
+
+
 # --------------------------------------------------------------------------------------------------
 # tracing
 # --------------------------------------------------------------------------------------------------
@@ -298,15 +312,9 @@ def _trace(model: nn.Module, hw: tuple[int, int], in_channels: int, targets: Seq
     device, dtype = model_device_dtype(model)
     x = torch.zeros((1, in_channels) + tuple(hw), device=device, dtype=dtype)
     calls: list[_Call] = []
-    try:
-        with restored(model), torch.no_grad(), _tracing_hooks(model, x, calls, {id(t) for t in targets}):
-            model(x)
-    except StopForward:
-        pass
-    except (RuntimeError, ValueError, IndexError) as exc:
-        if isinstance(exc, NetphysError):
-            raise
-        raise forward_error(exc, x.shape, func) from exc
+    with probing_forward(x.shape, func), restored(model), torch.no_grad(), \
+            _tracing_hooks(model, x, calls, {id(t) for t in targets}):
+        model(x)
     return calls
 
 

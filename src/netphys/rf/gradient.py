@@ -12,7 +12,7 @@ from torch import nn
 from .._random import torch_generator
 from .._validation import NetphysError, check_int, param_error
 from ..recording.hooks import StopForward, restored
-from .geometry import (check_positions, forward_error, infer_in_channels, input_hw,
+from .geometry import (check_positions, probing_forward, infer_in_channels, input_hw,
                        model_device_dtype, output_shape, resolve_module)
 
 log = logging.getLogger(__name__)
@@ -157,14 +157,8 @@ def _gradient_boxes(model, layer, channels, rows, cols, input_size, n_samples, r
             for s in range(n_samples):
                 leaf = samples[s:s + 1].expand(hi - lo, -1, -1, -1).clone().requires_grad_(True)
                 state.pop("selected", None)
-                try:
+                with probing_forward(leaf.shape, func):
                     model(leaf.clone())  # a clone, so that in-place first modules cannot touch the leaf
-                except StopForward:
-                    pass
-                except (RuntimeError, ValueError, IndexError) as exc:
-                    if isinstance(exc, NetphysError):
-                        raise
-                    raise forward_error(exc, leaf.shape, func) from exc
                 sel = state.pop("selected", None)
                 if sel is None or not sel.requires_grad:
                     continue
