@@ -501,6 +501,16 @@ def _validated_power(patches: Any, func: str, n_angles: Any, n_radii: Any, windo
 # --------------------------------------------------------------------------------------------------
 # peaks
 # --------------------------------------------------------------------------------------------------
+def _run_bounds(start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last index of each run of a 1-D sequence, given the mask of run starts (``start[0]``
+    must be True)."""
+    first = torch.nonzero(start).squeeze(1)
+    last = torch.empty_like(first)
+    last[:-1] = first[1:] - 1
+    last[-1] = start.numel() - 1
+    return first, last
+
+
 def _peak_mask_linear(x: torch.Tensor) -> torch.Tensor:
     """find_peaks(default arguments) on each row of ``x`` (B, n), as a boolean mask.
 
@@ -517,10 +527,7 @@ def _peak_mask_linear(x: torch.Tensor) -> torch.Tensor:
     start = torch.ones(size, dtype=torch.bool, device=x.device)
     torch.ne(flat[1:], flat[:-1], out=start[1:])
     start[::n] = True
-    first = torch.nonzero(start).squeeze(1)
-    last = torch.empty_like(first)
-    last[:-1] = first[1:] - 1
-    last[-1] = size - 1
+    first, last = _run_bounds(start)
     val = flat[first]
     peak = (first % n != 0) & (last % n != n - 1)
     peak &= flat[(first - 1).clamp_(min=0)] < val
@@ -596,10 +603,7 @@ def _add_plateaus(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, peaks
     rows, rot = rows[order], rot[order]
     new = torch.ones_like(rows, dtype=torch.bool)
     new[1:] = (rows[1:] != rows[:-1]) | (rot[1:] != rot[:-1] + 1)
-    first = torch.nonzero(new).squeeze(1)
-    last = torch.empty_like(first)
-    last[:-1] = first[1:] - 1
-    last[-1] = rows.numel() - 1
+    first, last = _run_bounds(new)
     row = rows[first]
     a = rot[first]
     z = rot[last] + 1                                               # plateau: rotated a..z
