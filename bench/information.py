@@ -25,7 +25,6 @@ HERE = Path(__file__).resolve().parent
 
 
 def part_c(args) -> None:
-    import numpy as np
     import torch
 
     from netphys.experiments.prune_distill import Fig3Config, run_fig3
