@@ -18,6 +18,10 @@ class NetphysError(ValueError):
     """Base class for errors raised on bad user input."""
 
 
+class NetphysWarning(UserWarning):
+    """Base class for warnings about results that are computed but may be unreliable."""
+
+
 def param_error(param: str, func: str, expected: str, got: Any, fix: str | None = None) -> NetphysError:
     msg = f"the '{param}' parameter of {func} must be {expected}, got {got!r}"
     if fix:
