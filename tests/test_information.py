@@ -7,11 +7,13 @@ import warnings
 import numpy as np
 import pytest
 
-from netphys._validation import NetphysError
+from netphys._validation import NetphysError, NetphysWarning
 from netphys.stats import InformationResult, equal_width_bins, layer_information, mutual_information
 from netphys.stats.information import _bayesian_bin_count
 
 LN2 = math.log(2.0)
+# most reference comparisons deliberately use small samples; the warning has its own tests
+pytestmark = pytest.mark.filterwarnings("ignore::netphys._validation.NetphysWarning")
 
 
 # ------------------------------------------------------------------------------------------
@@ -59,14 +61,17 @@ def ref_unit(xu, yu, bins=20, x_bins=None, discrete=False, counting="naive"):
     hy = float(-np.sum(py[py > 0] * np.log2(py[py > 0])))
     if counting == "naive":
         bias = ((h > 0).sum() - (px > 0).sum() - (py > 0).sum() + 1) / (2 * n * LN2)
+        bias_hx = ((px > 0).sum() - 1) / (2 * n * LN2)  # Miller-Madow
     else:
         cond = sum(ref_bayes_count(row) - 1 for row in h if row.sum() > 0)
         bias = (cond - (ref_bayes_count(h.sum(axis=0)) - 1)) / (2 * n * LN2)
+        bias_hx = (ref_bayes_count(h.sum(axis=1)) - 1) / (2 * n * LN2)
     if hx == 0 or hy == 0:
         bias = 0.0
     mi_c = mi - bias
-    return dict(mi_plugin=max(mi, 0.0), bias=bias, mi=mi_c, h_x=hx, h_y=hy,
-                normalized=mi_c / hx if hx > 0 else 0.0)
+    hx_c = hx + bias_hx if hx > 0 else 0.0
+    return dict(mi_plugin=max(mi, 0.0), bias=bias, mi=mi_c, h_x=hx, h_y=hy, h_x_corrected=hx_c,
+                normalized=min(mi_c / hx_c, 1.0) if hx > 0 else 0.0)
 
 
 def ref_layer(x, y, *, per_unit, **kw):
@@ -75,7 +80,7 @@ def ref_layer(x, y, *, per_unit, **kw):
 
 
 def assert_matches(res, ref, atol=1e-10):
-    for key in ("mi_plugin", "bias", "mi", "h_x", "h_y", "normalized"):
+    for key in ("mi_plugin", "bias", "mi", "h_x", "h_y", "h_x_corrected", "normalized"):
         np.testing.assert_allclose(getattr(res, key), ref[key], rtol=0, atol=atol, err_msg=key)
 
 
@@ -154,7 +159,7 @@ def test_extreme_range_feature_column_in_mutual_information(rng):
     codes = np.column_stack([_linspace_codes(x[:, j], 10) for j in range(3)])
     ref = mutual_information(codes, y, bins=10, x_discrete=True)
     assert_matches(res, {k: getattr(ref, k) for k in ("mi_plugin", "bias", "mi", "h_x", "h_y",
-                                                      "normalized")})
+                                                      "h_x_corrected", "normalized")})
     assert res.mi[1] > 1.0
 
 
@@ -317,7 +322,8 @@ def test_binary_symmetric_channel(rng):
     y = (x ^ (rng.uniform(size=x.shape) < ps)).astype(float)
     res = mutual_information(x, y, x_discrete=True)
     np.testing.assert_allclose(res.mi, [1 - H2(p) for p in ps], atol=0.01)
-    np.testing.assert_allclose(res.normalized, res.mi / res.h_x)
+    np.testing.assert_allclose(res.normalized, res.mi / res.h_x_corrected)
+    np.testing.assert_allclose(res.h_x_corrected, res.h_x + 1 / (2 * n * LN2))  # Miller-Madow
 
 
 def test_z_channel_and_four_symbol_channel(rng):
@@ -354,9 +360,12 @@ def test_constant_feature_or_activation_is_zero_flagged_no_warning(rng):
     x[:, 4] = 1.0
     y[:, 4] = -1.0
     for counting in ("naive", "bayesian"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             res = mutual_information(x, y, bias_counting=counting)
+        # no numerical warning; only the documented sample-size one (200 samples, 400 cells)
+        assert [w.category for w in caught] == [NetphysWarning]
+        assert "400 joint cells" in str(caught[0].message) and not res.sample_size_ok
         for key in InformationResult.per_unit_fields:
             assert np.all(np.isfinite(getattr(res, key).astype(float))), key
         np.testing.assert_array_equal(res.x_constant, [False, True, False, False, True])
@@ -368,7 +377,7 @@ def test_constant_feature_or_activation_is_zero_flagged_no_warning(rng):
         assert np.all(res.mi[[0, 3]] > 0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert layer_information(np.ones(n), y) == 0.0
+        assert layer_information(np.ones(n), y, bins=4) == 0.0  # 12.5 samples per cell
 
 
 def test_properties_bounds(rng):
@@ -396,7 +405,7 @@ def test_inputs_not_modified_and_result_helpers(rng):
     np.testing.assert_array_equal(y, y0)
     np.testing.assert_array_equal(xl, xl0)
     fields = ["mi", "mi_plugin", "bias", "h_x", "h_y", "normalized", "x_constant", "y_constant",
-              "r_x", "r_y", "r_xy"]
+              "r_x", "r_y", "r_xy", "h_x_corrected", "null", "null_sd", "null_mi"]
     assert list(InformationResult.per_unit_fields) == fields
     df = res.to_dataframe()
     assert list(df.columns) == fields and len(df) == 4
@@ -441,7 +450,8 @@ _X, _Y = np.arange(50.0), np.arange(150.0).reshape(50, 3) % 7
     ((_X, np.zeros((50, 0))), {}, r"'y' parameter .* non-empty .* shape \(50, 0\)"),
     ((_X, _Y[:, 0]), {}, r"'y' .* 2-D array .* got 'an array of shape \(50,\)'; pass y\[:, None\]"),
     ((_X, _Y.astype(str)), {}, r"'y' parameter .* real-valued"),
-    ((_X, _Y), dict(correction="miller"), r"'correction' parameter .* one of 'panzeri-treves', 'none'"),
+    ((_X, _Y), dict(correction="miller"), r"'correction' parameter .* one of 'pt', 'qe', 'shuffle', "
+                                         r"'pt\+shuffle', 'qe\+shuffle', 'none', 'panzeri-treves', got 'miller'$"),
     ((_X, _Y), dict(bias_counting="exact"), r"'bias_counting' parameter .* one of 'naive', 'bayesian'"),
     ((np.zeros((50, 3, 8)), _Y), dict(), r"'x_bins' .* joint histogram"),
     ((np.zeros((50, 4, 2)), _Y), dict(), r"'x' parameter .* shape \(50, 4, 2\)"),
