@@ -237,11 +237,11 @@ def test_executors_keep_order():
 
 def test_executor_errors():
     with pytest.raises(NetphysError, match=r"the 'backend' parameter of get_executor must be one of 'serial', "
-                                           r"'process', 'dask', 'ray', got 'mpi'"):
+                                           r"'process', 'ray', got 'mpi'"):
         get_executor("mpi")
     with pytest.raises(NetphysError, match=r"the 'max_workers' parameter of get_executor must be an int >= 1"):
         get_executor("process", 0)
-    for backend, pkg in (("dask", "dask.distributed"), ("ray", "ray")):
+    for backend, pkg in (("ray", "ray"),):
         try:
             __import__(pkg)
         except ImportError:

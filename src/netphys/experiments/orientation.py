@@ -145,7 +145,7 @@ class OrientationConfig:
     sweep_checkpoint : {"last", "val_accuracy", "val_loss"}
         Weights analysed for every sweep network ("last": label-corrupted networks must be allowed
         to memorise; early stopping on clean validation labels would undo it).
-    backend : {"process", "serial", "dask", "ray"}
+    backend : {"process", "serial", "ray"}
         How the sweep's networks run (see :func:`netphys.experiments.parallel.get_executor`).
     max_workers : int or None
         Parallel sweep jobs (``None``: the number of CPUs).
@@ -285,7 +285,7 @@ class OrientationConfig:
         for p in self.corruption_rates:
             if not isinstance(p, (int, float)) or not 0 <= p <= 1:
                 raise param_error("corruption_rates", func, "rates in [0, 1]", self.corruption_rates)
-        check_choice(self.backend, "backend", func, ("process", "serial", "dask", "ray"))
+        check_choice(self.backend, "backend", func, ("process", "serial", "ray"))
         if self.max_workers is not None:
             check_int(self.max_workers, "max_workers", func, min_value=1)
         check_int(self.threads_per_worker, "threads_per_worker", func, min_value=1)
