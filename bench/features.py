@@ -57,7 +57,7 @@ def fig3_workload(args, images: np.ndarray, dev_images, feats, dtype) -> None:
     library gets all boxes of all layers in one call per feature set (as ``run_fig3``); the reference
     loops over layers, units and images, literally.
     """
-    from netphys.experiments.prune_distill import rf_boxes
+    from netphys.rf.boxes import rf_boxes
     from netphys.models import default_layers, load_model
     from netphys.recording import sample_units
 
