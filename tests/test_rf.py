@@ -330,6 +330,112 @@ def test_gradient_is_deterministic_and_thresholded(small_vgg):
 
 
 # --------------------------------------------------------------------------------------------------
+# (e2) single-channel units behind max-pools: the default gradient boxes equal the analytic ones
+# --------------------------------------------------------------------------------------------------
+def _unit_sample(shape, n, seed):
+    """Corner and edge units plus ``n`` random ones, each in a random channel."""
+    c, h, w = shape
+    rng = np.random.default_rng(seed)
+    rows = np.concatenate([[0, 0, h - 1, h - 1, 0, h // 2], rng.integers(0, h, n)])
+    cols = np.concatenate([[0, w - 1, 0, w - 1, w // 2, 0], rng.integers(0, w, n)])
+    return rng.integers(0, c, rows.size), rows, cols
+
+
+@pytest.mark.parametrize("model_name, size, layers", [
+    ("alexnet", 63, ["pool1", "pool2", "conv3"]),
+    ("vgg11", 64, ["pool2", "pool3"]),
+])
+def test_single_channel_gradient_boxes_match_analytic_behind_pools(request, model_name, size, layers):
+    import warnings
+
+    from netphys.rf import DeadUnitsWarning
+
+    model = request.getfixturevalue(model_name)
+    for layer in layers:
+        geom = layer_geometry(model, layer, size)
+        chans, rows, cols = _unit_sample(geom.shape, 18 if model_name == "alexnet" else 10, seed=len(layer))
+        analytic = geom.boxes(rows, cols)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            grad = gradient_receptive_fields(model, layer, chans, rows, cols, size, batch_size=32)
+        assert isinstance(grad, np.ma.MaskedArray) and grad.dtype == np.int64
+        dead = np.ma.getmaskarray(grad).any(1)
+        assert (~dead).sum() >= 5, (layer, int(dead.sum()))  # enough live units for the check to bite
+        # every live unit's box is the analytic one, border units included
+        assert np.array_equal(grad.data[~dead], analytic[~dead]), (layer, grad.data[~dead].tolist())
+        assert (grad.data[dead] == -1).all()
+        msgs = [str(w.message) for w in caught if issubclass(w.category, DeadUnitsWarning)]
+        if dead.any():
+            idx = ", ".join(str(i) for i in np.flatnonzero(dead))
+            assert len(msgs) == 1 and f"{dead.sum()} of {rows.size} unit(s) of {layer!r}" in msgs[0]
+            assert f"unit index(es) {idx}" in msgs[0]
+        else:
+            assert not msgs
+    assert _no_hooks(model) and not model.training
+
+
+def test_random_probes_alone_underestimate_pool_boxes(alexnet):
+    """The reason for the structural probe: without it, a few random inputs miss RF corners."""
+    geom = layer_geometry(alexnet, "pool2", 63)
+    chans, rows, cols = _unit_sample(geom.shape, 26, seed=1)
+    analytic = geom.boxes(rows, cols)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = gradient_receptive_fields(alexnet, "pool2", chans, rows, cols, 63, n_samples=2,
+                                          structural=False, batch_size=32)
+        full = gradient_receptive_fields(alexnet, "pool2", chans, rows, cols, 63, n_samples=2, batch_size=32)
+    live = ~np.ma.getmaskarray(plain).any(1)
+    assert np.array_equal(np.ma.getmaskarray(plain), np.ma.getmaskarray(full))  # same dead units
+    assert _contains(analytic[live], plain.data[live])
+    short = (analytic[live] - plain.data[live]) * np.array([-1, 1, -1, 1])
+    assert short.max() > 0  # at least one side is short without the structural probe
+    assert np.array_equal(full.data[live], analytic[live])
+
+
+def test_dead_units_are_masked_and_named():
+    import warnings
+
+    from netphys.rf import DeadUnitsWarning
+
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.normal_(generator=torch.Generator().manual_seed(0))
+        conv.bias.zero_()
+        conv.weight[1].zero_()
+        conv.bias[1] = -1.0  # channel 1 is off for every input: its ReLU never passes a gradient
+    model = nn.Sequential(conv, nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Conv2d(2, 1, 1)).eval()
+    with pytest.warns(DeadUnitsWarning, match=r"2 of 3 unit\(s\) of '2' have a zero input gradient for "
+                                              r"every one of the 8 probe inputs .* unit index\(es\) 1, 2$"):
+        boxes = gradient_receptive_fields(model, "2", [0, 1, 1], [0, 3, 0], [0, 3, 1], 8)
+    assert boxes.mask.tolist() == [[False] * 4, [True] * 4, [True] * 4]
+    assert boxes.data[0].tolist() == [0, 3, 0, 3] and (boxes.data[1:] == -1).all()
+    assert boxes.tolist()[1] == [None] * 4
+    # the 1x1 conv above mixes both channels: alive, and its box is the analytic one
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        top = gradient_receptive_fields(model, "3", 0, [0, 3], [0, 2], 8)
+    assert top.data.tolist() == layer_geometry(model, "3", 8).boxes([0, 3], [0, 2]).tolist()
+    assert _no_hooks(model)
+
+
+def test_structural_probe_keeps_forward_values(small_vgg):
+    """The linearised backward leaves the forward values (and so the selected units) untouched."""
+    from netphys.rf.gradient import _structural_gradients
+
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = small_vgg(x)
+    with torch.enable_grad(), _structural_gradients(small_vgg, None):
+        xg = x.clone().requires_grad_(True)
+        out = small_vgg(xg)
+        (g,) = torch.autograd.grad(out[0, 3], xg)
+    assert torch.allclose(out, ref, atol=1e-5) and _no_hooks(small_vgg)
+    assert g[1].abs().sum() == 0 and (g[0].abs().sum(0) > 0).all()  # fc unit: every pixel connected
+
+
+# --------------------------------------------------------------------------------------------------
 # (f) hooks removed and modes restored, also when the forward raises
 # --------------------------------------------------------------------------------------------------
 def test_hooks_removed_and_mode_restored_on_error(small_vgg):

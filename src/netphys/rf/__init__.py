@@ -6,7 +6,7 @@ measures the RF as the support of the input gradient (ResNets); ``crop_patches``
 """
 from .geometry import (AnalyticRFError, RFGeometry, crop_patches, iter_patches, layer_geometry,
                        receptive_fields, rf_table)
-from .gradient import gradient_receptive_fields
+from .gradient import DeadUnitsWarning, gradient_receptive_fields
 
-__all__ = ["AnalyticRFError", "RFGeometry", "layer_geometry", "receptive_fields", "gradient_receptive_fields",
+__all__ = ["AnalyticRFError", "DeadUnitsWarning", "RFGeometry", "layer_geometry", "receptive_fields", "gradient_receptive_fields",
            "rf_table", "crop_patches", "iter_patches"]

@@ -106,7 +106,7 @@ class RFGeometry:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def boxes(self, rows, cols, *, func: str = "RFGeometry.boxes") -> np.ndarray:
+    def boxes(self, rows, cols) -> np.ndarray:
         """Clipped RF boxes of the units at ``(rows, cols)``.
 
         Parameters
@@ -125,7 +125,7 @@ class RFGeometry:
         NetphysError
             Positions that are not ints, have different lengths, or are out of range.
         """
-        rows, cols = check_positions(rows, cols, self.shape, func)
+        rows, cols = check_positions(rows, cols, self.shape, "RFGeometry.boxes")
         return _boxes(self, rows, cols)
 
 
@@ -509,8 +509,8 @@ def layer_geometry(model: nn.Module, layer: str, input_size, *, in_channels: int
 
 
 def receptive_fields(model: nn.Module, layer: str, rows, cols, input_size, method: str = "analytic", *,
-                     channels=None, n_samples: int = 8, random_state=None, threshold: float = 0.0,
-                     in_channels: int | None = None) -> np.ndarray:
+                     channels=None, n_samples: int = 8, random_state=0, threshold: float = 0.0,
+                     structural: bool = True, in_channels: int | None = None) -> np.ndarray:
     """Receptive-field boxes of units of ``layer``, clipped at the image border.
 
     Parameters
@@ -528,8 +528,8 @@ def receptive_fields(model: nn.Module, layer: str, rows, cols, input_size, metho
     channels : int or array-like of int, optional
         Channel (or FC unit index) of each unit, used by the gradient method only; None sums all
         channels at the position, which gives the RF of the position.
-    n_samples, random_state, threshold
-        Passed to the gradient method.
+    n_samples, random_state, threshold, structural
+        Passed to the gradient method (``random_state`` defaults to 0).
     in_channels : int, optional
         Channels of the probe input (default: from the first ``Conv2d``).
 
@@ -537,7 +537,9 @@ def receptive_fields(model: nn.Module, layer: str, rows, cols, input_size, metho
     -------
     ndarray of int64, shape (U, 4)
         ``(row_start, row_stop, col_start, col_stop)`` per unit, half-open, clipped to the image;
-        the whole image for FC units.
+        the whole image for FC units. The gradient method returns a ``numpy.ma.MaskedArray`` whose
+        dead units (zero input gradient on every probe) are masked, with a
+        :class:`netphys.rf.DeadUnitsWarning`.
 
     Raises
     ------
@@ -570,8 +572,9 @@ def receptive_fields(model: nn.Module, layer: str, rows, cols, input_size, metho
             return _boxes(geom, rows, cols)
     from .gradient import _gradient_boxes
 
-    return _gradient_boxes(model, layer, channels, rows, cols, input_size, n_samples, random_state,
-                           threshold, 16, in_channels, func)
+    return _gradient_boxes(model, layer, channels, rows, cols, input_size, n_samples=n_samples,
+                           random_state=random_state, threshold=threshold, structural=structural,
+                           batch_size=16, in_channels=in_channels, func=func)
 
 
 def rf_table(model: nn.Module, input_size, layers: Sequence[str] | None = None, *,
