@@ -1,34 +1,68 @@
-"""Training the netphys default model (`netphys train`).
+"""Training the netphys default model (``netphys train``): a thin recipe over :func:`netphys.training.fit`.
 
-The recipe: SGD with Nesterov momentum, one-cycle learning-rate schedule, label smoothing, weight decay,
-random crops from a reflect-padded image and horizontal flips, all done on batched uint8 tensors in
-memory (the whole 64-px Imagenette train split is ~120 MB), so the CPU spends its time in the
-network. Everything random is driven by ``random_state``.
+The recipe of the shipped model: SGD with Nesterov momentum, one-cycle learning-rate schedule, label
+smoothing, weight decay, random crops from a reflect-padded image and horizontal flips, all on
+batched uint8 tensors in memory (the whole 64-px Imagenette train split is ~120 MB), so the CPU
+spends its time in the network. Everything random is driven by ``random_state``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import math
+import numbers
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ._random import check_random_state
 from ._validation import check_int, param_error
 from .stimuli import Preprocess, StimulusSet
+from .training import OneCycle, PadCropFlip, evaluate, fit
 
 log = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "train", "evaluate"]
+
+
+def _number(value, param: str, lo: float, hi: float | None, *, lo_open: bool, hi_open: bool = True):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (hi is None or (value < hi if hi_open else value <= hi))
+    if not ok:
+        left = "(" if lo_open else "["
+        what = (f"a finite number {'>' if lo_open else '>='} {lo:g}" if hi is None else
+                f"a number in {left}{lo:g}, {hi:g}{')' if hi_open else ']'}")
+        raise param_error(param, "train", what, value)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of :func:`train` (defaults reproduce the shipped model)."""
+    """Settings of :func:`train` (defaults reproduce the shipped model).
+
+    Attributes
+    ----------
+    epochs, batch_size : int
+    lr : float
+        Peak learning rate of the one-cycle schedule.
+    momentum, weight_decay, label_smoothing : float
+    pad : int
+        Reflect padding of the random crops.
+    size : int
+        Input size (images are resized and centre-cropped to it), >= 32 (five 2x2 poolings).
+    width : float
+        Channel multiplier of the VGG-16 plan (> 0).
+    random_state : int
+    threads : int or None
+        PyTorch intra-op threads (``None``: PyTorch's setting).
+    """
 
     epochs: int = 24
     batch_size: int = 128
@@ -42,40 +76,55 @@ class TrainConfig:
     random_state: int = 0
     threads: int | None = None
 
+    def validate(self) -> "TrainConfig":
+        """Check every field (errors name :func:`train`, the public entry); returns ``self``.
 
-def _augment(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Random crop from a reflect-padded batch + random horizontal flip (uint8 -> float)."""
-    n, c, h, w = x.shape
-    xp = F.pad(x.float(), (pad, pad, pad, pad), mode="reflect")
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    rows = (oy[:, None] + torch.arange(h)[None, :])  # n, h
-    cols = (ox[:, None] + torch.arange(w)[None, :])  # n, w
-    flip = torch.rand(n, generator=gen) < 0.5
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    b = torch.arange(n)[:, None, None]
-    out = xp.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # n,h,w,c
-    return out.permute(0, 3, 1, 2)
+        Raises
+        ------
+        NetphysError
+            For a non-positive or non-finite ``lr`` or ``width``, ``epochs``/``batch_size``/
+            ``threads`` < 1, ``size`` < 32, ``pad`` outside ``[0, size)``, ``momentum`` or
+            ``label_smoothing`` outside ``[0, 1)``, a negative ``weight_decay`` or ``random_state``.
+        """
+        func = "train"
+        check_int(self.epochs, "epochs", func, min_value=1)
+        check_int(self.batch_size, "batch_size", func, min_value=1)
+        _number(self.lr, "lr", 0.0, None, lo_open=True)
+        _number(self.momentum, "momentum", 0.0, 1.0, lo_open=False)
+        _number(self.weight_decay, "weight_decay", 0.0, None, lo_open=False)
+        _number(self.label_smoothing, "label_smoothing", 0.0, 1.0, lo_open=False)
+        check_int(self.size, "size", func, min_value=32)
+        check_int(self.pad, "pad", func, min_value=0, max_value=self.size - 1)
+        _number(self.width, "width", 0.0, None, lo_open=True)
+        check_int(self.random_state, "random_state", func, min_value=0)
+        if self.threads is not None:
+            check_int(self.threads, "threads", func, min_value=1)
+        return self
 
 
-def evaluate(model, stimuli: StimulusSet, batch_size: int = 256, device=None) -> dict:
-    """Top-1 accuracy and mean cross-entropy of ``model`` on a labelled stimulus set."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct, loss, n = 0, 0.0, 0
-    labels = torch.as_tensor(stimuli.labels.copy())
+def _check_out_writable(out) -> Path:
+    """Create ``out`` and prove a file can be written there, before any training time is spent."""
+    out = Path(out)
     try:
-        with torch.no_grad():
-            for idx, x in stimuli.batches(batch_size, device=device):
-                y = labels[idx].to(device)
-                out = model(x)
-                loss += F.cross_entropy(out, y, reduction="sum").item()
-                correct += (out.argmax(1) == y).sum().item()
-                n += len(idx)
-    finally:
-        model.train(was_training)
-    return {"top1": correct / n, "loss": loss / n, "n": n}
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".netphys-write-test-"):
+            pass
+    except OSError as exc:
+        raise param_error("out", "train", "a folder that can be created and written to", str(out),
+                          f"{exc.strerror or exc}; pass another --out") from None
+    return out
+
+
+def _pixel_normaliser(pre: Preprocess):
+    """``(x - 255 mean) / (255 std)`` on 0-255 float batches: the shipped model's exact arithmetic
+    (``Preprocess.normalise`` scales first, which differs in the last bit)."""
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(pre.std).view(1, 3, 1, 1) * 255
+
+    def normalise(x: torch.Tensor) -> torch.Tensor:
+        return (x - mean.to(x.device)) / std.to(x.device)
+
+    return normalise
 
 
 def train(train_dir, val_dir=None, *, config: TrainConfig = TrainConfig(), out=None, device="cpu",
@@ -87,8 +136,10 @@ def train(train_dir, val_dir=None, *, config: TrainConfig = TrainConfig(), out=N
     train_dir, val_dir : path
         Image folders in ImageFolder layout (e.g. ``imagenette-64/train`` and ``/val``).
     config : TrainConfig
+        Validated first (:meth:`TrainConfig.validate`).
     out : path, optional
-        Folder to write ``weights.pt`` and ``manifest.json`` into (atomically).
+        Folder to write ``weights.pt`` and ``manifest.json`` into (atomically). It is created and
+        checked to be writable before training starts.
     device : str
 
     Returns
@@ -96,24 +147,43 @@ def train(train_dir, val_dir=None, *, config: TrainConfig = TrainConfig(), out=N
     model : torch.nn.Module
     manifest : dict
         Architecture, data, accuracy, seed, timing and sha256 of the weights file.
+
+    Raises
+    ------
+    NetphysError
+        For invalid settings or folders, an unwritable ``out`` (before training), or a training
+        loss that is not finite (training diverged; nothing is written).
     """
+    if not isinstance(config, TrainConfig):
+        raise param_error("config", "train", "a TrainConfig", type(config).__name__)
+    config.validate()
+    created = out is not None and not Path(out).exists()
+    if out is not None:
+        out = _check_out_writable(out)
     dev = torch.device(device)
     # the model's default initialisation and dropout draw from torch's global RNG: seed it inside a
     # fork so that the caller's RNG state is left as it was (the library never seeds globally)
-    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
-        return _train(train_dir, val_dir, config=config, out=out, device=device, progress=progress)
+    threads = torch.get_num_threads()
+    try:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+            return _train(train_dir, val_dir, config=config, out=out, device=device, progress=progress)
+    except BaseException:
+        if created:  # leave no empty folder behind a run that wrote nothing
+            try:
+                out.rmdir()
+            except OSError:
+                pass
+        raise
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _train(train_dir, val_dir, *, config: TrainConfig, out, device, progress: bool):
-    from tqdm.auto import tqdm
-
     from .models.architectures import DEFAULT_ARCH, netphys_vgg16
 
     func = "train"
-    check_int(config.epochs, "epochs", func, min_value=1)
-    check_int(config.batch_size, "batch_size", func, min_value=1)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     rng = check_random_state(config.random_state, func)
     torch_seed = int(rng.integers(2**62))
     torch.manual_seed(torch_seed)  # inside train's fork_rng: the model's initialisation draws from here
@@ -131,47 +201,21 @@ def _train(train_dir, val_dir, *, config: TrainConfig, out, device, progress: bo
                           config.batch_size, "pass a smaller batch_size")
     t0 = time.time()
     log.info("decoding %d training images", len(tr))
-    x_all = torch.from_numpy(tr.load_images()).permute(0, 3, 1, 2).contiguous()
-    y_all = torch.as_tensor(tr.labels.copy())
+    data = {"x_train": tr.load_images(), "y_train": tr.labels.astype(np.int64), "preprocess": pre,
+            "class_names": list(tr.class_names), "source": str(train_dir)}
+    if va is not None:
+        data.update(x_val=va.load_images(), y_val=va.labels.astype(np.int64))
     t_load = time.time() - t0
 
     arch = dict(DEFAULT_ARCH, width=config.width, num_classes=len(tr.class_names))
     model = netphys_vgg16(**arch).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
-                          weight_decay=config.weight_decay)
-    steps = (len(tr) // config.batch_size) * config.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps, pct_start=0.25)
-    mean = torch.tensor(pre.mean).view(1, 3, 1, 1) * 255
-    std = torch.tensor(pre.std).view(1, 3, 1, 1) * 255
-    history = []
-    t_train = time.time()
-    bar = tqdm(total=steps, desc="train", disable=not progress)
-    for epoch in range(config.epochs):
-        model.train()
-        perm = torch.randperm(len(tr), generator=gen)
-        tot, nb = 0.0, 0
-        for s in range(0, len(tr) - config.batch_size + 1, config.batch_size):
-            idx = perm[s:s + config.batch_size]
-            x = (_augment(x_all[idx], config.pad, gen) - mean) / std
-            y = y_all[idx]
-            x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += loss.item()
-            nb += 1
-            bar.update(1)
-        rec = {"epoch": epoch + 1, "train_loss": tot / max(nb, 1), "seconds": time.time() - t_train}
-        if va is not None and (epoch + 1 == config.epochs or (epoch + 1) % 5 == 0):
-            ev = evaluate(model, va, device=device)
-            rec.update(val_top1=ev["top1"], val_loss=ev["loss"])
-        history.append(rec)
-        bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k not in ("epoch",)})
-        log.info("epoch %s", rec)
-    bar.close()
-    model.eval()
+    sgd = functools.partial(torch.optim.SGD, lr=config.lr, momentum=config.momentum, nesterov=True,
+                            weight_decay=config.weight_decay)
+    result = fit(model, data, epochs=config.epochs, batch_size=config.batch_size, optimizer=sgd, lr=config.lr,
+                 schedule=OneCycle(max_lr=config.lr, pct_start=0.25), label_smoothing=config.label_smoothing,
+                 augment=PadCropFlip(config.pad), normalise=_pixel_normaliser(pre), eval_every=5,
+                 random_state=gen, device=device, progress=progress, desc="train")
+    history = result.history
     manifest = {
         "name": "netphys_vgg16",
         "architecture": {"builder": "netphys.models.architectures.netphys_vgg16", **arch},
@@ -184,14 +228,12 @@ def _train(train_dir, val_dir, *, config: TrainConfig, out, device, progress: bo
         "history": history,
         "val_top1": history[-1].get("val_top1"),
         "val_loss": history[-1].get("val_loss"),
-        "train_seconds": time.time() - t_train,
+        "train_seconds": result.seconds,
         "load_seconds": t_load,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         tmp = out / "weights.pt.tmp"
         torch.save(state, tmp)
