@@ -469,3 +469,351 @@ def test_too_few_samples_for_bins_error_suggests_fewer_bins(rng):
     with pytest.raises(NetphysError, match="use fewer bins or more stimuli"):
         mutual_information(x, y)
     assert mutual_information(x, y, bins=5).mi.shape == (4,)
+
+
+# ------------------------------------------------------------------------------------------
+# corrections against ground truth (issue 9): QE, shuffle null, normalisation, warnings
+# ------------------------------------------------------------------------------------------
+def _plugin_from_codes(cx, cy, kx, ky):
+    h = np.zeros((kx, ky))
+    np.add.at(h, (cx, cy), 1)
+    p = h / h.sum()
+    px, py = p.sum(1), p.sum(0)
+    nz = p > 0
+    mi = float(np.sum(p[nz] * np.log2(p[nz] / np.outer(px, py)[nz])))
+    return mi, float(-np.sum(px[px > 0] * np.log2(px[px > 0])))
+
+
+def gauss_binned_truth(x, y, rho, bins=20, nodes=24):
+    """Exact I_B / H_B(X) of a binned standard bivariate normal, edges from each sample.
+
+    Interior edges are those of the sample's equal-width bins, the outer bins are open (they
+    hold the tails); cell probabilities by Gauss-Legendre quadrature in x of
+    phi(x) [Phi((f_j+1 - rho x)/s) - Phi((f_j - rho x)/s)].
+    """
+    from scipy.special import ndtr
+
+    gx, gw = np.polynomial.legendre.leggauss(nodes)
+    s = math.sqrt(1 - rho ** 2)
+    out = []
+    for i in range(x.shape[1]):
+        ex = np.linspace(x[:, i].min(), x[:, i].max(), bins + 1)
+        ey = np.linspace(y[:, i].min(), y[:, i].max(), bins + 1)
+        ex[0], ex[-1], ey[0], ey[-1] = -9.0, 9.0, -np.inf, np.inf
+        lo, hi = ex[:-1], ex[1:]
+        xs = 0.5 * (hi - lo)[:, None] * gx + 0.5 * (hi + lo)[:, None]
+        wx = 0.5 * (hi - lo)[:, None] * gw * np.exp(-0.5 * xs ** 2) / math.sqrt(2 * math.pi)
+        p = np.einsum("in,inj->ij", wx, np.diff(ndtr((ey - rho * xs[..., None]) / s), axis=2))
+        p = np.clip(p, 0, None) / np.clip(p, 0, None).sum()
+        px, py = p.sum(1), p.sum(0)
+        nz = p > 0
+        mi = np.sum(p[nz] * np.log2(p[nz] / np.outer(px, py)[nz]))
+        out.append(mi / -np.sum(px[px > 0] * np.log2(px[px > 0])))
+    return np.array(out)
+
+
+def test_gauss_binned_truth_helper_is_exact_at_large_n(rng):
+    # the plug-in estimate of 10^6 samples (bias ~ 361 / (2 N ln 2 H) ~ 6e-5) matches the helper
+    n, rho = 1_000_000, 0.6
+    x = rng.normal(size=(n, 1))
+    y = rho * x + math.sqrt(1 - rho ** 2) * rng.normal(size=(n, 1))
+    truth = gauss_binned_truth(x, y, rho)[0]
+    est = mutual_information(x, y, correction="pt", n_shuffles=0)
+    assert est.normalized[0] == pytest.approx(truth, abs=3e-4)
+    # binning loses a little of the continuous information, never more than it has
+    assert est.mi[0] < -0.5 * math.log2(1 - rho ** 2)
+
+
+@pytest.mark.parametrize("n", [400, 1000, 5000])
+@pytest.mark.parametrize("dims", [1, 2])
+def test_shuffle_corrections_unbiased_on_independent_data(n, dims):
+    # PT alone leaves +0.07 (1-D) / +0.28 (2-D normal X) at N = 400; the shuffle null removes it
+    rng = np.random.default_rng(n + dims)
+    u = {1: 200, 2: 60}[dims] if n == 5000 else 200
+    x = rng.normal(size=(n, u) if dims == 1 else (n, u, 2))
+    y = rng.normal(size=(n, u))
+    pt = mutual_information(x, y, correction="pt")
+    for corr in ("pt+shuffle", "shuffle"):
+        res = mutual_information(x, y, correction=corr)
+        assert abs(res.normalized.mean()) < 0.003, (corr, res.normalized.mean())
+    if n == 400:
+        assert pt.normalized.mean() > {1: 0.05, 2: 0.2}[dims]  # the bias being removed
+        # the null is what the estimator gives without a relation: here, the estimate itself
+        assert pt.null.mean() == pytest.approx(pt.normalized.mean(), abs=0.003)
+        assert np.all(pt.null_sd > 0)
+
+
+def test_pt_plus_shuffle_is_pt_minus_its_null(rng):
+    x, y = _dependent(rng, 300, 30)
+    for base in ("pt", "qe", "none"):
+        b = mutual_information(x, y, correction=base, random_state=7)
+        comb = "shuffle" if base == "none" else base + "+shuffle"
+        c = mutual_information(x, y, correction=comb, random_state=7)
+        np.testing.assert_array_equal(c.null_mi, b.null_mi)
+        np.testing.assert_allclose(c.mi, b.mi - b.null_mi, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(c.normalized, np.minimum(c.mi / c.h_x_corrected, 1), atol=1e-14)
+        np.testing.assert_allclose(c.bias, c.mi_plugin - c.mi, atol=1e-14)
+        np.testing.assert_allclose(b.null, b.null_mi / b.h_x_corrected, atol=1e-14)
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6])
+def test_gaussian_against_exact_binned_truth(rho):
+    rng = np.random.default_rng(int(rho * 10))
+    n, u = 5000, 60
+    x = rng.normal(size=(n, u))
+    y = rho * x + math.sqrt(1 - rho ** 2) * rng.normal(size=(n, u))
+    truth = gauss_binned_truth(x, y, rho)
+    # tolerances from docs/information.md at N = 5000 (|bias| + 3 SD of a 60-unit mean)
+    tol = {"none": None, "pt": 0.006, "qe": 0.004, "pt+shuffle": 0.003, "qe+shuffle": 0.003}
+    for corr, t in tol.items():
+        err = mutual_information(x, y, correction=corr, n_shuffles=10).normalized.mean() \
+            - truth.mean()
+        if t is None:
+            assert err > 0.008  # the plug-in bias is really there
+        else:
+            assert abs(err) < t, (corr, err)
+
+
+def test_discrete_channel_all_corrections(rng):
+    # 4 symbols, symbol error e: I = 2 - H2(e) - e log2 3 bits
+    n, u, e = 2000, 100, 0.2
+    x = rng.integers(0, 4, size=(n, u))
+    wrong = (x + rng.integers(1, 4, size=x.shape)) % 4
+    y = np.where(rng.uniform(size=x.shape) < e, wrong, x).astype(float)
+    true = 2 - H2(e) - e * math.log2(3)
+    for corr in ("pt", "qe", "shuffle", "pt+shuffle", "qe+shuffle"):
+        res = mutual_information(x, y, x_discrete=True, bins=4, correction=corr, n_shuffles=10)
+        assert res.mi.mean() == pytest.approx(true, abs=0.004), corr
+    plug = mutual_information(x, y, x_discrete=True, bins=4, correction="none", n_shuffles=0)
+    assert plug.mi.mean() - true > 0.002  # (16 - 4 - 4 + 1) / (2 N ln 2) = 0.0032
+
+
+@pytest.mark.parametrize("n", [100, 400])
+def test_bijection_normalised_at_most_one(rng, n):
+    x = rng.normal(size=n)
+    y = np.column_stack([2.0 * x + 1.0, -x])  # the same 20 bins (reversed for the second)
+    for corr in ("none", "pt", "qe"):
+        res = mutual_information(x, y, correction=corr)
+        np.testing.assert_allclose(res.normalized, 1.0, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(res.mi, res.h_x_corrected, rtol=0, atol=1e-12)
+    for corr in ("shuffle", "pt+shuffle", "qe+shuffle"):
+        res = mutual_information(x, y, correction=corr)
+        assert np.all(res.normalized <= 1.0) and np.all(res.normalized > 0.5)
+    # the paper's plug-in H(X) denominator exceeded 1 here (1.03 at N = 100)
+    pt = mutual_information(x, y)
+    assert np.all(pt.mi / pt.h_x > 1.0)
+    # a Bayesian-counted PT estimate is clipped at 1, never above
+    assert np.all(mutual_information(x, y, bias_counting="bayesian").normalized <= 1.0)
+
+
+def test_naive_pt_normalised_never_above_one_without_clipping(rng):
+    # mi <= h_x_corrected for every table with the naive count (see the Notes)
+    for n, b in ((30, 10), (100, 20), (1000, 20)):
+        x = rng.integers(0, 5, size=(n, 300)) * rng.uniform(0.5, 2, size=300)
+        y = x + rng.uniform(0, 3, size=300) * rng.normal(size=(n, 300))
+        res = mutual_information(x, y, bins=b, x_bins=b, n_shuffles=0)
+        assert np.all(res.mi <= res.h_x_corrected + 1e-12)
+
+
+def test_qe_matches_direct_extrapolation(rng):
+    n, u, b = 203, 3, 8  # odd N: halves of 101, quarters of 50
+    x, y = _dependent(rng, n, u)
+    res = mutual_information(x, y, bins=b, correction="qe", n_shuffles=0, random_state=5)
+    perm = np.random.default_rng(5).permutation(n)
+    t = 1.0 / np.array([n, n // 2, n // 4])
+    cx, cy = equal_width_bins(x, b), equal_width_bins(y, b)
+    for i in range(u):
+        vals, hs = [], []
+        for k in (1, 2, 4):
+            size = n // k
+            parts = [_plugin_from_codes(cx[r, i], cy[r, i], b, b)
+                     for r in (perm[j * size:(j + 1) * size] for j in range(k))]
+            vals.append(np.mean([p[0] for p in parts]))
+            hs.append(np.mean([p[1] for p in parts]))
+        coef = np.linalg.solve(np.vander(t, 3, increasing=True), vals)
+        hcoef = np.linalg.solve(np.vander(t, 3, increasing=True), hs)
+        assert res.mi[i] == pytest.approx(coef[0], abs=1e-10)
+        assert res.h_x_corrected[i] == pytest.approx(hcoef[0], abs=1e-10)
+    from netphys.stats.information import _qe_weights
+    np.testing.assert_allclose(_qe_weights(400, 200, 100), np.array([8, -6, 1]) / 3)
+
+
+def test_seed_determinism_and_recording(rng):
+    x, y = _dependent(rng, 200, 10)
+    a = mutual_information(x, y, correction="qe+shuffle", random_state=3)
+    b = mutual_information(x, y, correction="qe+shuffle", random_state=3)
+    c = mutual_information(x, y, correction="qe+shuffle", random_state=4)
+    for key in InformationResult.per_unit_fields:
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
+    assert not np.array_equal(a.null_mi, c.null_mi)
+    assert (a.random_state, a.n_shuffles, a.correction) == (3, 20, "qe+shuffle")
+    # a Generator (or None) is turned into an int seed that reproduces the numbers
+    g = mutual_information(x, y, correction="pt+shuffle", random_state=np.random.default_rng(1))
+    again = mutual_information(x, y, correction="pt+shuffle", random_state=g.random_state)
+    np.testing.assert_array_equal(g.mi, again.mi)
+    fresh = mutual_information(x, y, random_state=None)
+    assert isinstance(fresh.random_state, int)
+    # the real pairing is not changed by the shuffles, and K = 0 skips the null
+    z = mutual_information(x, y, n_shuffles=0)
+    np.testing.assert_array_equal(z.mi, mutual_information(x, y).mi)
+    assert np.all(np.isnan(z.null)) and np.all(np.isnan(z.null_sd)) and z.n_shuffles == 0
+    one = mutual_information(x, y, n_shuffles=1)
+    assert np.all(np.isfinite(one.null)) and np.all(np.isnan(one.null_sd))
+    assert mutual_information(x, y, correction="panzeri-treves").correction == "pt"
+
+
+def test_constant_units_have_zero_null(rng):
+    x, y = _dependent(rng, 300, 4)
+    x[:, 1] = 2.0
+    y[:, 2] = 5.0
+    for corr in ("pt+shuffle", "qe+shuffle"):
+        res = mutual_information(x, y, bins=5, correction=corr)
+        for key in ("mi", "normalized", "null", "null_sd", "null_mi", "h_x_corrected"):
+            assert np.all(np.isfinite(getattr(res, key))), key
+        np.testing.assert_array_equal(res.null[[1, 2]], 0.0)
+        np.testing.assert_array_equal(res.normalized[[1, 2]], 0.0)
+
+
+def test_sample_size_warning_rule():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(2000, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 2000 samples >= 5 x 20 x 20: no warning
+        ok = mutual_information(rng.normal(size=2000), y)
+    assert ok.sample_size_ok and ok.warnings == () and ok.n_cells == 400
+    with pytest.warns(NetphysWarning, match=r"1999 samples for 20 feature symbols x 20 "
+                                            r"activation bins = 400 joint cells \(5 per cell"):
+        low = mutual_information(rng.normal(size=1999), y[:1999])
+    assert not low.sample_size_ok and len(low.warnings) == 1
+    assert low.samples_per_cell == pytest.approx(1999 / 400)
+    with pytest.warns(NetphysWarning, match=r"8000 joint cells"):
+        corner = mutual_information(rng.normal(size=(2000, 2)), y)
+    assert corner.n_cells == 8000
+    # discrete: the labels that occur (not the range of the integer codes)
+    lab = rng.choice([0, 10, 20], size=2000)
+    d = mutual_information(lab, y, x_discrete=True)
+    assert d.n_cells == 60 and d.x_bins == 3 and d.sample_size_ok
+    assert d.to_xarray().attrs["warnings"] == []
+
+
+def test_to_xarray_labels_and_attrs(rng):
+    import pandas as pd
+
+    x, y = _dependent(rng, 150, 3)
+    res = mutual_information(x, y, bins=10, correction="pt+shuffle", n_shuffles=5, random_state=2)
+    coords = pd.DataFrame({"layer": ["conv1"] * 3, "channel": [4, 7, 9], "row": [1, 2, 3],
+                           "col": [0, 0, 1]}, index=[10, 11, 12])
+    ds = res.to_xarray(unit_coords=coords)
+    assert list(ds["channel"].values) == [4, 7, 9] and ds["layer"].dims == ("unit",)
+    for key in ("null", "null_sd", "null_mi", "normalized"):
+        np.testing.assert_array_equal(ds[key].values, getattr(res, key))
+    assert ds.attrs["correction"] == "pt+shuffle" and ds.attrs["n_shuffles"] == 5
+    assert ds.attrs["random_state"] == 2 and ds.attrs["bins"] == 10 and ds.attrs["x_bins"] == 10
+    assert ds.attrs["n_samples"] == 150 and ds.attrs["sample_size_ok"] == 0
+    assert ds.attrs["warnings"] == list(res.warnings) and len(res.warnings) == 1
+    ds2 = res.to_xarray(unit_coords={"channel": np.arange(3)})
+    assert list(ds2["channel"].values) == [0, 1, 2]
+    with pytest.raises(NetphysError, match=r"'unit_coords' parameter of InformationResult\."
+                                           r"to_xarray must be per-unit coordinates with 3 values"):
+        res.to_xarray(unit_coords={"channel": np.arange(4)})
+    with pytest.raises(NetphysError, match=r"'unit_coords' .* must be None, a pandas DataFrame"):
+        res.to_xarray(unit_coords=[1, 2, 3])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_shuffles=-1), r"^the 'n_shuffles' parameter of mutual_information must be an int >= 0, got -1$"),
+    (dict(n_shuffles=2.5), r"'n_shuffles' .* must be an int >= 0, got 2\.5"),
+    (dict(correction="pt+shuffle", n_shuffles=0),
+     r"'n_shuffles' .* must be an int >= 1 with correction='pt\+shuffle', got 0; use n_shuffles=20"),
+    (dict(random_state=-3), r"'random_state' parameter of mutual_information must be None, a "
+                            r"non-negative int"),
+    (dict(random_state="a"), r"'random_state' parameter"),
+])
+def test_new_parameter_errors(kwargs, match):
+    with pytest.raises(NetphysError, match=match):
+        mutual_information(_X, _Y, bins=5, **kwargs)
+
+
+def test_qe_needs_eight_samples():
+    with pytest.raises(NetphysError, match=r"'correction' .* other than 'qe' with fewer than 8 "
+                                           r"samples, got 'qe'; use correction='pt'"):
+        mutual_information(np.arange(6.0), np.arange(12.0).reshape(6, 2), bins=2, correction="qe")
+    assert mutual_information(np.arange(8.0), np.arange(16.0).reshape(8, 2) % 3, bins=2,
+                              correction="qe").mi.shape == (2,)
+
+
+# ------------------------------------------------------------------------------------------
+# corner coordinates and bins
+# ------------------------------------------------------------------------------------------
+def test_corner_coordinates_schemes():
+    from netphys.stats import corner_coordinates
+
+    t1 = np.array([170.0, 10.0, 30.0, 45.0, 0.0, 200.0, 60.0])
+    t2 = np.array([10.0, 170.0, 30.0, 135.0, 90.0, -20.0, 150.0])
+    lit = corner_coordinates(t1, t2, scheme="literal")
+    np.testing.assert_allclose(lit[:, 0], t1 % 180)
+    np.testing.assert_allclose(lit[:, 1], t2 % 180)
+    can = corner_coordinates(t1, t2)
+    np.testing.assert_allclose(can, [[10, 170], [10, 170], [30, 30], [45, 135], [0, 90],
+                                     [20, 160], [60, 150]])
+    dif = corner_coordinates(t1, t2, scheme="difference")
+    # (separation in [0, 90], bisector of the acute angle in [0, 180))
+    np.testing.assert_allclose(dif, [[20, 0], [20, 0], [0, 30], [90, 90], [90, 45], [40, 0],
+                                     [90, 105]])
+    # the unordered schemes do not depend on which peak is higher; the literal one does
+    for scheme in ("canonical", "difference"):
+        np.testing.assert_allclose(corner_coordinates(t2, t1, scheme=scheme),
+                                   corner_coordinates(t1, t2, scheme=scheme))
+    assert not np.allclose(corner_coordinates(t2, t1, scheme="literal"), lit)
+    # one-to-one maps of the unordered pairs of the 1-degree grid
+    a, b = np.meshgrid(np.arange(180.0), np.arange(180.0))
+    keep = a <= b
+    for scheme in ("canonical", "difference"):
+        c = corner_coordinates(a[keep], b[keep], scheme=scheme)
+        assert len({tuple(v) for v in np.round(c, 6)}) == keep.sum()
+    # per-unit angles keep their shape and feed mutual_information as (n, u, 2)
+    rng = np.random.default_rng(0)
+    ta, tb = rng.uniform(0, 180, size=(2, 400, 5))
+    c = corner_coordinates(ta, tb)
+    assert c.shape == (400, 5, 2)
+    res = mutual_information(c, rng.normal(size=(400, 5)), x_bins=5, correction="pt+shuffle")
+    assert res.n_cells == 25 * 20
+
+
+def test_corner_coordinates_errors():
+    from netphys.stats import corner_coordinates
+
+    with pytest.raises(NetphysError, match=r"'scheme' parameter of corner_coordinates must be one "
+                                           r"of 'canonical', 'literal', 'difference', got 'polar'"):
+        corner_coordinates(1.0, 2.0, scheme="polar")
+    with pytest.raises(NetphysError, match=r"'theta2' .* shape of 'theta1' \(3,\)"):
+        corner_coordinates(np.zeros(3), np.zeros(4))
+    with pytest.raises(NetphysError, match=r"'theta1' parameter of corner_coordinates must be finite"):
+        corner_coordinates([np.nan], [1.0])
+    with pytest.raises(NetphysError, match=r"'theta2' .* real angles"):
+        corner_coordinates([1.0], ["a"])
+
+
+def test_corner_bins_rule_and_its_bias():
+    from netphys.stats import corner_bins, corner_coordinates
+
+    assert corner_bins(400) == 5  # 15 symbols x 20 bins = 300 <= 400 < 21 x 20
+    assert corner_bins(400, scheme="literal") == corner_bins(400, scheme="difference") == 4
+    assert corner_bins(10) == 2 and corner_bins(10 ** 6) == 20
+    assert corner_bins(1500, bins=10) == 16  # 136 x 10 <= 1500 < 153 x 10
+    sizes = [corner_bins(n) for n in range(20, 5000, 37)]
+    assert sizes == sorted(sizes)
+    with pytest.raises(NetphysError, match=r"'n_samples' parameter of corner_bins must be an int >= 1"):
+        corner_bins(0)
+    # on pure noise at N = 400, PT on the default coordinates keeps far less bias than on the
+    # paper's 20 x 20 literal pair, and the shuffle-corrected estimate none
+    rng = np.random.default_rng(3)
+    ta, tb = rng.integers(0, 180, size=(2, 400, 150)).astype(float)
+    y = rng.normal(size=(400, 150))
+    lit = mutual_information(corner_coordinates(ta, tb, scheme="literal"), y, n_shuffles=0)
+    default = corner_coordinates(ta, tb)
+    pt = mutual_information(default, y, x_bins=corner_bins(400), n_shuffles=0)
+    ps = mutual_information(default, y, x_bins=corner_bins(400), correction="pt+shuffle")
+    assert lit.normalized.mean() > 0.3
+    assert pt.normalized.mean() < 0.1
+    assert abs(ps.normalized.mean()) < 0.003
