@@ -193,6 +193,15 @@ def test_process_reraises_original_exception(process_ex):
     _check_reraise(process_ex, "process")
 
 
+@pytest.mark.timeout(120)
+def test_process_broken_pool_is_explained_and_replaced(process_ex):
+    with pytest.raises(NetphysError, match=r"a worker process of backend='process' died while running the jobs "
+                                           r"\(killed, out of memory, os._exit\), or sent back a result or "
+                                           r"exception that does not unpickle here"):
+        process_ex.map(_unpicklable_error, [0])
+    assert process_ex.map(_fail_at_3, [2]) == [4]       # a fresh pool
+
+
 def test_process_rejects_what_does_not_pickle():
     with get_executor("process", max_workers=1) as ex:      # rejected before any worker starts
         with pytest.raises(NetphysError, match=r"the 'fn' parameter of ProcessExecutor.map must be picklable, "

@@ -238,9 +238,13 @@ class ProcessExecutor(SerialExecutor):
                 i = index[f]
                 try:
                     out[i] = f.result()
-                except BrokenProcessPool:
+                except BrokenProcessPool as err:
                     self._pool = None          # unusable: the next map starts a fresh pool
-                    raise
+                    raise NetphysError(
+                        f"a worker process of backend='process' died while running the jobs (killed, out "
+                        f"of memory, os._exit), or sent back a result or exception that does not unpickle "
+                        f"here (e.g. an exception class whose __init__ takes extra arguments); the next map "
+                        f"starts fresh workers ({err})") from err
                 except Exception as exc:
                     _note(exc, i, len(items), items[i], self.backend)
                     raise
