@@ -120,6 +120,44 @@ def _sample_units(model, layers, units, *, input_size, random_state, allow_fewer
     return pd.concat(frames, ignore_index=True)
 
 
+def _channel_units(model, layers, units, *, input_size, random_state, allow_fewer, func):
+    """One unit per channel (``row = col = -1``): ``units`` channels sampled per layer, or ``"all"``."""
+    if isinstance(layers, str):
+        layers = [layers]
+    layers = list(layers) if layers is not None else default_layers(model)
+    if not layers:
+        raise param_error("layers", func, "a non-empty list of layer names", layers)
+    infos = [resolve_layer(model, l, func) for l in layers]
+    rng = check_random_state(random_state, func)
+    every = isinstance(units, str) and units == "all"
+    if not every:
+        check_int(units, "units", func, min_value=1)
+    shapes = layer_shapes(model, layers, input_size)
+    frames = []
+    for li in infos:
+        c = int(shapes[li.alias][0])
+        k = c if every else min(int(units), c) if allow_fewer else int(units)
+        if k > c:
+            raise param_error("units", func, f"<= the number of channels of layer {li.alias!r} ({c})", k,
+                              "ask for fewer units, pass units='all' or allow_fewer=True")
+        ch = np.sort(rng.choice(c, size=k, replace=False)) if k < c else np.arange(c)
+        frames.append(pd.DataFrame({"layer": li.alias, "module": li.module, "kind": li.kind, "depth": li.depth,
+                                    "channel": ch.astype(int), "row": -1, "col": -1}))
+    return pd.concat(frames, ignore_index=True)
+
+
+class _ChannelMean:
+    """Spatial mean of the chosen channels of a ``(batch, C, H, W)`` output (FC outputs: the features)."""
+
+    def __init__(self, channels, device):
+        self.index = torch.as_tensor(np.array(channels, dtype=np.int64), device=device)
+
+    def __call__(self, o: torch.Tensor) -> torch.Tensor:
+        if o.dim() == 4:
+            o = o.mean(dim=(2, 3))
+        return o.index_select(1, self.index)
+
+
 def _flat_index(table: pd.DataFrame, shape) -> np.ndarray:
     """Flat index of each unit in a layer's output; ValueError for units outside ``shape``."""
     if len(shape) == 3:
@@ -185,7 +223,7 @@ def provenance(model: nn.Module, **extra) -> dict:
 
 def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, site: str = "pre",
            random_state=0, batch_size: int = 64, device=None, progress: bool = False,
-           allow_fewer: bool = False) -> xr.DataArray:
+           allow_fewer: bool = False, reduce: str | None = None) -> xr.DataArray:
     """Record the responses of sampled single units to a stimulus set.
 
     Parameters
@@ -211,6 +249,10 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
         Show a tqdm progress bar.
     allow_fewer : bool
         Record all units of layers smaller than ``units`` instead of raising.
+    reduce : {None, "channel_mean"}, default None
+        ``"channel_mean"``: a unit is a whole channel, its response the spatial mean of the channel's
+        map (FC layers: the feature itself); ``units`` then counts channels per layer (or a unit
+        table whose ``channel`` column is used) and ``row = col = -1``.
 
     Returns
     -------
@@ -232,6 +274,7 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
                           "build one with StimulusSet.from_folder or StimulusSet.from_arrays")
     batch_size = check_int(batch_size, "batch_size", func, min_value=1)
     check_choice(site, "site", func, ("pre", "post"))
+    check_choice(reduce, "reduce", func, (None, "channel_mean"))
     if len(stimuli) == 0:
         raise param_error("stimuli", func, "a non-empty StimulusSet", "0 stimuli")
     run_device = torch.device(device) if device is not None else _model_device(model)
@@ -246,9 +289,12 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
         table = table.assign(module=[infos[l].module for l in table["layer"]],
                              kind=[infos[l].kind for l in table["layer"]],
                              depth=[infos[l].depth for l in table["layer"]])
+        if reduce == "channel_mean":
+            table = table.assign(row=-1, col=-1)
         seed_note = "from unit table"
     else:
-        table = _sample_units(model, layers, units, input_size=stimuli.size, random_state=random_state,
+        sampler = _channel_units if reduce == "channel_mean" else _sample_units
+        table = sampler(model, layers, units, input_size=stimuli.size, random_state=random_state,
                               allow_fewer=allow_fewer, func=func)
         layers = list(dict.fromkeys(table["layer"]))
         infos = {l: resolve_layer(model, l, func) for l in layers}
@@ -262,19 +308,25 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
         rows = np.flatnonzero(table["layer"].to_numpy() == l)
         sub = table.iloc[rows]
         shp = shapes[l]
-        try:
-            flat = _flat_index(sub, shp)
-        except ValueError as exc:
-            raise param_error("units", func, f"units inside layer {l!r} of shape {shp}", "out-of-range unit",
-                              str(exc)) from None
+        if reduce == "channel_mean":
+            ch = sub["channel"].to_numpy()
+            if ((ch < 0) | (ch >= shp[0])).any():
+                raise param_error("units", func, f"channels inside layer {l!r} of shape {shp}", "out-of-range unit")
+            gather = _ChannelMean(ch, run_device)
+        else:
+            try:
+                flat = _flat_index(sub, shp)
+            except ValueError as exc:
+                raise param_error("units", func, f"units inside layer {l!r} of shape {shp}", "out-of-range unit",
+                                  str(exc)) from None
+            gather = _Gather(np.unravel_index(np.asarray(flat, dtype=np.int64), shp), run_device)
         target = li.module
         if site == "post":
             if li.activation is None:
                 log.info("layer %s has no activation after it; site='post' records its output", l)
             else:
                 target = li.activation
-        pos = np.unravel_index(np.asarray(flat, dtype=np.int64), shp)
-        hook_targets.setdefault(target, []).append((l, rows, _Gather(pos, run_device)))
+        hook_targets.setdefault(target, []).append((l, rows, gather))
         col_slices[l] = rows
     n, u = len(stimuli), len(table)
     out = np.empty((n, u), dtype=np.float32)
@@ -341,9 +393,10 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
     coords["stimulus"] = np.arange(n)
     coords["unit"] = np.arange(u)
     config = {"layers": layers, "units": units if not isinstance(units, pd.DataFrame) else "unit table",
-              "site": site, "random_state": seed_note, "batch_size": batch_size, "allow_fewer": allow_fewer}
+              "site": site, "random_state": seed_note, "batch_size": batch_size, "allow_fewer": allow_fewer,
+              "reduce": reduce or "none"}
     attrs = provenance(model, site=site, seed=seed_note, batch_size=batch_size,
-                       stimuli=stimuli.to_dict(), layers=layers, config=config)
+                       stimuli=stimuli.to_dict(), layers=layers, config=config, reduce=reduce or "none")
     da = xr.DataArray(out, dims=("stimulus", "unit"), coords=coords, name="activation", attrs=attrs)
     return da
 
