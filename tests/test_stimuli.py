@@ -1,6 +1,7 @@
 """StimulusSet: folders, zips, arrays, sub-sampling, preprocessing (unit + integration tier)."""
 from __future__ import annotations
 
+import json
 import logging
 import zipfile
 
@@ -33,7 +34,7 @@ def test_from_folder_labels_and_classes(image_folder, caplog):
 
 
 def test_from_folder_converts_every_mode_to_rgb(image_folder):
-    st = StimulusSet.from_folder(image_folder)
+    st = StimulusSet.from_folder(image_folder, on_error="grey")
     src = [s.rsplit("/", 1)[-1] for s in st.coords["source"]]
     im = st.load_images()
     assert im.dtype == np.uint8 and im.shape == (9, 40, 40, 3)
@@ -46,7 +47,7 @@ def test_from_folder_converts_every_mode_to_rgb(image_folder):
 
 
 def test_unreadable_file_is_reported_not_fatal(image_folder, caplog):
-    st = StimulusSet.from_folder(image_folder)
+    st = StimulusSet.from_folder(image_folder, on_error="grey")
     with caplog.at_level(logging.ERROR):
         im = st.load_images()
     bad = [i for i, s in enumerate(st.coords["source"]) if s.endswith("bad.jpg")]
@@ -57,6 +58,7 @@ def test_unreadable_file_is_reported_not_fatal(image_folder, caplog):
     # a second pass does not list the file twice
     st.load_images()
     assert len(st.attrs["unreadable"]) == 1
+    assert st.to_dict()["unreadable"] == st.attrs["unreadable"] and st.to_dict()["on_error"] == "grey"
 
 
 def test_unreadable_first_file_does_not_crash_default_preprocess(tmp_path):
@@ -64,17 +66,83 @@ def test_unreadable_first_file_does_not_crash_default_preprocess(tmp_path):
     (root / "k").mkdir(parents=True)
     (root / "k" / "a_broken.jpg").write_bytes(b"\x00\x01 not an image")
     Image.new("RGB", (24, 24), RED).save(root / "k" / "b_good.png")
-    st = StimulusSet.from_folder(root)
+    st = StimulusSet.from_folder(root, on_error="grey")
     assert st.size == 24
     assert st.load_images().shape == (2, 24, 24, 3)
+    with pytest.raises(NetphysError, match=r"StimulusSet.from_folder could not decode the image '.*a_broken\.jpg'"):
+        StimulusSet.from_folder(root)  # the default: the first file decides the size, and it is unreadable
 
 
 def test_unreadable_files_do_not_crash_recording(image_folder, small_vgg):
     from netphys.recording import record
 
-    st = StimulusSet.from_folder(image_folder, preprocess=Preprocess(resize=32, crop=32))
+    st = StimulusSet.from_folder(image_folder, preprocess=Preprocess(resize=32, crop=32), on_error="grey")
     rec = record(small_vgg, st, ["conv1_1"], units=3)
     assert rec.shape == (9, 3) and np.isfinite(rec.values).all()
+    assert json.loads(rec.attrs["stimuli"])["unreadable"][0].endswith("bad.jpg")
+
+
+def _truncated_jpeg_folder(tmp_path):
+    """Two good JPEGs and one cut after half of its bytes (PIL: 'image file is truncated')."""
+    import io
+
+    root = tmp_path / "trunc"
+    (root / "k").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(root / "k" / f"im{i}.jpg")
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    (root / "k" / "im1.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return root
+
+
+def test_truncated_jpeg_raises_by_default(tmp_path, small_vgg):
+    from netphys.recording import record
+
+    root = _truncated_jpeg_folder(tmp_path)
+    st = StimulusSet.from_folder(root, preprocess=Preprocess(resize=32, crop=32))
+    assert st.on_error == "raise" and len(st) == 3
+    msg = (r"StimulusSet.load_images could not decode the image '.*im1\.jpg' \(OSError: .*[Tt]runcated.*\); "
+           r"the file is unreadable or truncated; pass on_error='skip' .* on_error='grey'")
+    with pytest.raises(NetphysError, match=msg):
+        st.load_images()
+    with pytest.raises(NetphysError, match=msg):
+        record(small_vgg, st, ["conv1_1"], units=2)
+    assert st.load_images([0, 2]).shape == (2, 32, 32, 3)  # the good ones still load
+
+
+def test_truncated_jpeg_skip_and_grey_are_listed(tmp_path, small_vgg):
+    from netphys.recording import record
+
+    root = _truncated_jpeg_folder(tmp_path)
+    skip = StimulusSet.from_folder(root, on_error="skip")
+    assert len(skip) == 2 and [s.rsplit("/", 1)[-1] for s in skip.coords["source"]] == ["im0.jpg", "im2.jpg"]
+    assert [s.rsplit("/", 1)[-1] for s in skip.attrs["skipped"]] == ["im1.jpg"]
+    assert skip.to_dict()["skipped"] == skip.attrs["skipped"] and skip.to_dict()["unreadable"] == []
+    assert skip.load_images().shape == (2, 24, 24, 3)
+    assert skip.take([1]).attrs["skipped"] == skip.attrs["skipped"]  # provenance survives take()
+    grey = StimulusSet.from_folder(root, on_error="grey")
+    rec = record(small_vgg, grey.with_preprocess(Preprocess(resize=32, crop=32)), ["conv1_1"], units=2)
+    assert rec.shape == (3, 2)
+    listed = json.loads(rec.attrs["stimuli"])
+    assert [s.rsplit("/", 1)[-1] for s in listed["unreadable"]] == ["im1.jpg"] and listed["on_error"] == "grey"
+    assert (grey.load_images([1]) == 128).all()
+    # the zip reader takes the same option
+    import zipfile
+
+    zpath = tmp_path / "t.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for f in sorted((root / "k").iterdir()):
+            zf.write(f, f"k/{f.name}")
+    zskip = StimulusSet.from_zip(zpath, on_error="skip")
+    assert len(zskip) == 2 and zskip.attrs["skipped"] == ["t.zip:k/im1.jpg"]
+    assert zskip.load_images().shape == (2, 64, 64, 3)
+    with pytest.raises(NetphysError, match=r"could not decode the image 't\.zip:k/im1\.jpg'"):
+        StimulusSet.from_zip(zpath).load_images()
+    with pytest.raises(NetphysError, match=r"the 'on_error' parameter of StimulusSet.from_folder must be one of "
+                                           r"'raise', 'skip', 'grey', got 'ignore'"):
+        StimulusSet.from_folder(root, on_error="ignore")
 
 
 def test_flat_folder_is_one_unlabelled_class(flat_folder):
@@ -148,9 +216,13 @@ def test_subsample_n_total_splits_over_classes():
 def test_subsample_small_class_takes_all_with_warning(caplog):
     st = _classes([5, 2])
     with caplog.at_level(logging.WARNING):
-        sub = st.subsample(n_per_class=3)
+        sub = st.subsample(n_per_class=3, allow_fewer=True)
     assert np.bincount(sub.labels).tolist() == [3, 2]
     assert "has only 2 images" in caplog.text
+    with pytest.raises(NetphysError, match=r"the 'n_per_class' parameter of StimulusSet.subsample must be "
+                                           r"<= the images of the smallest class \(2\), got 3; use "
+                                           r"n_per_class <= 2 or allow_fewer=True"):
+        st.subsample(n_per_class=3)
 
 
 def test_from_folder_subsample(image_folder):
@@ -228,7 +300,11 @@ def test_normalisation_known_answer():
     want = [(v / 255 - m) / s for v, m, s in zip((0, 128, 255), IMAGENET_MEAN, IMAGENET_STD)]
     np.testing.assert_allclose(x[0, :, 0, 0].numpy(), want, rtol=1e-6)
     # Caffe style: BGR order, 0-255 scale, minus the BGR mean
-    pre = Preprocess.caffe(size=4)
+    pre = Preprocess.caffe(input_size=4)
+    with pytest.warns(DeprecationWarning, match="'size' keyword of Preprocess.caffe is deprecated"):
+        assert Preprocess.caffe(size=4) == pre
+    with pytest.warns(DeprecationWarning, match="Preprocess.imagenet"):
+        assert Preprocess.imagenet(size=32) == Preprocess.imagenet(32)
     xc = StimulusSet.from_arrays(img, preprocess=pre).tensor()
     np.testing.assert_allclose(xc[0, :, 0, 0].numpy(),
                                [255 - 104.00699, 128 - 116.66877, 0 - 122.67892], rtol=1e-5)

@@ -66,3 +66,41 @@ def check_finite(array: np.ndarray, param: str, func: str, fix: str | None = Non
         raise param_error(param, func, "finite (no NaN or inf)",
                           f"{n_bad} non-finite value(s) in an array of shape {a.shape}", fix)
     return a
+
+
+def check_device(device: Any, func: str, param: str = "device"):
+    """``device`` as a ``torch.device`` (None stays None), or a templated error.
+
+    Unknown device strings (``"gpu0"``) and devices that this machine does not have (``"cuda"`` without
+    a visible GPU, ``"cuda:3"`` with two GPUs, ``"mps"`` off Apple silicon) are refused here, before
+    torch fails with its own message deep inside a forward pass.
+    """
+    import torch
+
+    if device is None:
+        return None
+    what = "a torch device such as 'cpu', 'cuda' or 'cuda:0' (or a torch.device)"
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str):
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError, TypeError):
+            raise param_error(param, func, what, device, "use 'cpu', or 'cuda' on a machine with a GPU") from None
+    else:
+        raise param_error(param, func, what, device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise param_error(param, func, "a device available on this machine", device,
+                              "torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
+                              "use device='cpu'")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise param_error(param, func, f"a device available on this machine (cuda:0 to cuda:{n - 1})",
+                              device, f"this machine has {n} CUDA device(s)")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise param_error(param, func, "a device available on this machine", device,
+                              "the MPS backend is not available here; use device='cpu'")
+    return dev

@@ -1,10 +1,17 @@
 """Image preprocessing recorded with every stimulus set."""
 from __future__ import annotations
 
+import numbers
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+
+from .._validation import param_error
+
+#: Names accepted wherever a ``preprocess`` is expected (see :func:`resolve_preprocess`).
+PREPROCESS_NAMES = ("imagenet", "caffe")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,17 +45,49 @@ class Preprocess:
     bgr: bool = False
     name: str = field(default="imagenet", compare=False)
 
-    @classmethod
-    def imagenet(cls, size: int = 224, resize: int | None = None) -> "Preprocess":
-        """torchvision's ImageNet preprocessing (resize 256 -> crop 224 at full size)."""
-        if resize is None:
-            resize = size if size != 224 else 256
-        return cls(resize=resize, crop=size, name="imagenet")
+    def __post_init__(self):
+        func = "Preprocess"
+        for param in ("resize", "crop"):
+            v = getattr(self, param)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise param_error(param, func, "a positive int (pixels)", v)
+        if self.resize < self.crop:
+            raise param_error("crop", func, f"<= resize ({self.resize}): the centre crop is cut out of the "
+                              "resized image", self.crop,
+                              f"use Preprocess(resize={self.crop}, crop={self.crop}) or a crop <= {self.resize}")
+        for param in ("mean", "std"):
+            v = getattr(self, param)
+            try:
+                ok = len(v) == 3 and all(isinstance(x, numbers.Real) and np.isfinite(x) for x in v)
+            except TypeError:
+                ok = False
+            if not ok or (param == "std" and min(v) <= 0):
+                raise param_error(param, func, "3 finite numbers (one per channel)"
+                                  + (", all > 0" if param == "std" else ""), v)
+        if isinstance(self.scale, bool) or not isinstance(self.scale, numbers.Real) or not self.scale > 0:
+            raise param_error("scale", func, "a number > 0", self.scale)
 
     @classmethod
-    def caffe(cls, size: int = 224, resize: int | None = None) -> "Preprocess":
-        """Caffe VGG preprocessing: BGR, 0-255, minus the BGR mean, no scaling by std."""
-        return cls(resize=resize or size, crop=size, mean=CAFFE_BGR_MEAN, std=(1.0, 1.0, 1.0),
+    def imagenet(cls, input_size: int = 224, resize: int | None = None, *, size: int | None = None
+                 ) -> "Preprocess":
+        """torchvision's ImageNet preprocessing (resize 256 -> crop 224 at full size).
+
+        ``size`` is the deprecated name of ``input_size``.
+        """
+        input_size = _renamed_size(input_size, size, 224, "Preprocess.imagenet")
+        if resize is None:
+            resize = input_size if input_size != 224 else 256
+        return cls(resize=resize, crop=input_size, name="imagenet")
+
+    @classmethod
+    def caffe(cls, input_size: int = 224, resize: int | None = None, *, size: int | None = None
+              ) -> "Preprocess":
+        """Caffe VGG preprocessing: BGR, 0-255, minus the BGR mean, no scaling by std.
+
+        ``size`` is the deprecated name of ``input_size``.
+        """
+        input_size = _renamed_size(input_size, size, 224, "Preprocess.caffe")
+        return cls(resize=resize or input_size, crop=input_size, mean=CAFFE_BGR_MEAN, std=(1.0, 1.0, 1.0),
                    scale=255.0, bgr=True, name="caffe")
 
     def to_dict(self) -> dict:
@@ -81,3 +120,30 @@ class Preprocess:
             left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
             image = image.crop((left, top, left + self.crop, top + self.crop))
         return np.asarray(image, dtype=np.uint8)
+
+
+def _renamed_size(input_size, size, default, func: str):
+    """``input_size``, or the deprecated keyword ``size`` (with a DeprecationWarning)."""
+    if size is None:
+        return input_size
+    warnings.warn(f"the 'size' keyword of {func} is deprecated; use 'input_size'", DeprecationWarning,
+                  stacklevel=3)
+    if input_size != default and input_size != size:
+        raise param_error("size", func, "omitted when 'input_size' is given", size, "pass input_size only")
+    return size
+
+
+def resolve_preprocess(preprocess, func: str, input_size: int | None = None):
+    """``preprocess`` as a :class:`Preprocess` (None stays None).
+
+    A name (``"imagenet"``, ``"caffe"``) gives that preprocessing at ``input_size`` (224 when unknown);
+    anything else is refused with the templated error.
+    """
+    if preprocess is None or isinstance(preprocess, Preprocess):
+        return preprocess
+    if isinstance(preprocess, str) and preprocess in PREPROCESS_NAMES:
+        size = 224 if input_size is None else int(input_size)
+        return Preprocess.imagenet(size) if preprocess == "imagenet" else Preprocess.caffe(size)
+    raise param_error("preprocess", func, "a netphys Preprocess, None, or one of "
+                      + ", ".join(repr(n) for n in PREPROCESS_NAMES), preprocess,
+                      "e.g. Preprocess(resize=64, crop=64) or Preprocess.imagenet(224)")

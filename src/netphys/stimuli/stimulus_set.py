@@ -13,12 +13,22 @@ import pandas as pd
 import torch
 
 from .._random import check_random_state
-from .._validation import NetphysError, check_int, param_error
-from .preprocess import Preprocess
+from .._validation import NetphysError, check_choice, check_device, check_int, param_error
+from .preprocess import Preprocess, resolve_preprocess
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: What to do with an image file that cannot be decoded (unreadable or truncated).
+ON_ERROR = ("raise", "skip", "grey")
+_ON_ERROR_FIX = ("pass on_error='skip' to leave such files out of the set, or on_error='grey' to replace "
+                 "them by a mid-grey image (both are listed in the set's provenance)")
+
+
+def _unreadable_error(src, exc, func: str) -> NetphysError:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return NetphysError(f"{func} could not decode the image {src!r} ({type(exc).__name__}: {first}); "
+                        f"the file is unreadable or truncated; {_ON_ERROR_FIX}")
 
 
 def _open_rgb(source):
@@ -55,13 +65,26 @@ class StimulusSet:
     class_names : sequence of str, optional
         Names of the classes, indexed by label.
     name : str
+    attrs : dict, optional
+        Provenance (e.g. ``root``); ``skipped`` and ``unreadable`` list the files left out or replaced
+        by grey (see ``on_error``).
+    on_error : {"raise", "skip", "grey"}, default "raise"
+        What happens when a lazily decoded image cannot be read: raise a :class:`NetphysError` naming
+        the file, or replace it by a mid-grey image (listed in ``attrs['unreadable']``). ``"skip"`` is
+        resolved when the set is built (:meth:`from_folder`, :meth:`from_zip`), so a set made with it
+        raises if a file becomes unreadable later.
     """
 
     def __init__(self, coords: pd.DataFrame, preprocess: Preprocess, *, images: np.ndarray | None = None,
                  loader=None, class_names: Sequence[str] | None = None, name: str = "stimuli",
-                 attrs: dict | None = None):
+                 attrs: dict | None = None, on_error: str = "raise"):
+        func = "StimulusSet"
         if images is None and loader is None:
             raise NetphysError("StimulusSet needs either in-memory 'images' or a 'loader'")
+        preprocess = resolve_preprocess(preprocess, func, None if images is None else images.shape[1])
+        if not isinstance(preprocess, Preprocess):
+            raise param_error("preprocess", func, "a netphys Preprocess", preprocess)
+        self.on_error = check_choice(on_error, "on_error", func, ON_ERROR)
         self.coords = coords.reset_index(drop=True)
         self.preprocess = preprocess
         self._images = images
@@ -72,9 +95,10 @@ class StimulusSet:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_folder(cls, root, *, preprocess: Preprocess | None = None, n: int | None = None,
+    def from_folder(cls, root, *, preprocess: Preprocess | str | None = None, n: int | None = None,
                     n_per_class: int | None = None, random_state=0, name: str | None = None,
-                    class_names: dict | None = None) -> "StimulusSet":
+                    class_names: dict | None = None, on_error: str = "raise",
+                    allow_fewer: bool = False) -> "StimulusSet":
         """Read an image folder in ImageFolder layout (one sub-folder per class).
 
         Parameters
@@ -82,22 +106,32 @@ class StimulusSet:
         root : path
             Folder with class sub-folders (sorted names give labels 0..K-1). A folder with images
             but no sub-folders is read as a single unlabelled class.
-        preprocess : Preprocess, optional
-            Defaults to ImageNet normalisation at the size of the first image.
+        preprocess : Preprocess, "imagenet", "caffe" or None
+            Defaults to ImageNet normalisation at the size of the first image; a name gives that
+            preprocessing at the size of the first image.
         n, n_per_class : int, optional
             Deterministic stratified sub-sample (see :meth:`subsample`).
-        random_state : int or Generator
+        random_state : int or Generator, default 0
         class_names : dict, optional
             Maps folder names (e.g. WordNet ids) to readable names; a ``classes.csv`` (``wnid,name``)
             next to or above ``root`` is used when present.
+        on_error : {"raise", "skip", "grey"}, default "raise"
+            Unreadable or truncated images: ``"raise"`` a :class:`NetphysError` naming the file when it
+            is decoded; ``"skip"`` decodes every file now and leaves the bad ones out (listed in
+            ``attrs['skipped']``); ``"grey"`` replaces them by a mid-grey image when they are decoded
+            (listed in ``attrs['unreadable']``, with an error logged).
+        allow_fewer : bool
+            Passed to :meth:`subsample`.
 
         Raises
         ------
         NetphysError
-            If the folder does not exist or holds no images.
+            If the folder does not exist or holds no images, or (``on_error="raise"``) when an image
+            cannot be decoded.
         """
         root = Path(root)
         func = "StimulusSet.from_folder"
+        check_choice(on_error, "on_error", func, ON_ERROR)
         if not root.is_dir():
             raise param_error("root", func, "an existing folder of images in ImageFolder layout",
                               str(root), "pass the folder that holds one sub-folder per class")
@@ -133,19 +167,28 @@ class StimulusSet:
             class_names = _read_classes_csv(root)
         names = [class_names.get(f, f) if class_names else f for f in present]
         coords["class_name"] = [names[l] if l >= 0 else "" for l in coords["label"]]
-        if preprocess is None:
-            preprocess = _size_of_first_readable(coords["source"], func)
+        attrs = {"root": str(root.resolve())}
+        if on_error == "skip":
+            coords, attrs["skipped"] = _drop_unreadable(coords, _PathLoader(list(coords["source"])), func)
+        preprocess = _default_preprocess(preprocess, coords["source"], _PathLoader(list(coords["source"])),
+                                         on_error, func)
         st = cls(coords[["label", "class_name", "source", "folder"]], preprocess,
                  loader=_PathLoader(list(coords["source"])), class_names=names,
-                 name=name or root.name, attrs={"root": str(root.resolve())})
+                 name=name or root.name, attrs=attrs, on_error="raise" if on_error == "skip" else on_error)
         if n is not None or n_per_class is not None:
-            st = st.subsample(n=n, n_per_class=n_per_class, random_state=random_state)
+            st = st.subsample(n=n, n_per_class=n_per_class, random_state=random_state, allow_fewer=allow_fewer)
         return st
 
     @classmethod
-    def from_zip(cls, path, *, preprocess: Preprocess | None = None, name: str | None = None) -> "StimulusSet":
-        """Read images stored in a zip archive as ``<class>/<file>`` members (ImageFolder inside a zip)."""
+    def from_zip(cls, path, *, preprocess: Preprocess | str | None = None, name: str | None = None,
+                 on_error: str = "raise") -> "StimulusSet":
+        """Read images stored in a zip archive as ``<class>/<file>`` members (ImageFolder inside a zip).
+
+        ``preprocess`` defaults to ``Preprocess(resize=64, crop=64)`` (a name, ``"imagenet"`` or
+        ``"caffe"``, gives that preprocessing at 64 px); ``on_error`` is as in :meth:`from_folder`.
+        """
         path = Path(path)
+        check_choice(on_error, "on_error", "StimulusSet.from_zip", ON_ERROR)
         if not zipfile.is_zipfile(path):
             raise param_error("path", "StimulusSet.from_zip", "an existing zip archive of images", str(path),
                               "pass the .zip file that holds <class>/<image> members")
@@ -172,14 +215,22 @@ class StimulusSet:
         coords = pd.DataFrame({"label": [remap[f] for f in folders],
                                "class_name": [names_map.get(f, f) for f in folders],
                                "source": [f"{path.name}:{m}" for m in members], "folder": folders})
+        attrs = {"archive": str(path)}
+        if on_error == "skip":
+            keep_coords, attrs["skipped"] = _drop_unreadable(coords, _ZipLoader(str(path), members),
+                                                             "StimulusSet.from_zip")
+            keep = set(keep_coords["source"])
+            members = [m for m, src in zip(members, coords["source"]) if src in keep]
+            coords = keep_coords
+        preprocess = resolve_preprocess(preprocess, "StimulusSet.from_zip", 64)
         if preprocess is None:
             preprocess = Preprocess(resize=64, crop=64)
         return cls(coords, preprocess, loader=_ZipLoader(str(path), members), class_names=names,
-                   name=name or path.stem, attrs={"archive": str(path)})
+                   name=name or path.stem, attrs=attrs, on_error="raise" if on_error == "skip" else on_error)
 
     @classmethod
     def from_arrays(cls, images, labels=None, *, class_names: Sequence[str] | None = None,
-                    preprocess: Preprocess | None = None, coords: dict | pd.DataFrame | None = None,
+                    preprocess: Preprocess | str | None = None, coords: dict | pd.DataFrame | None = None,
                     name: str = "arrays") -> "StimulusSet":
         """Build a set from in-memory images.
 
@@ -187,7 +238,22 @@ class StimulusSet:
         ----------
         images : array-like, shape (n, H, W, 3) or (n, H, W) (grayscale) or (n, 3, H, W)
             uint8 in [0, 255] or float in [0, 1]. Square images are required (H == W).
-        labels : array-like of int, optional
+        labels : array-like of int or of str, optional
+            Ints in ``[-1, len(class_names) - 1]`` (-1: unlabelled), or class names: with
+            ``class_names`` each name is looked up in it, without them the sorted distinct names become
+            the classes.
+        class_names : sequence of str, optional
+            Default: ``"0" .. str(max label)``.
+        preprocess : Preprocess, "imagenet", "caffe" or None
+            Its crop must equal the image size; a name gives that preprocessing at the image size.
+        coords : dict or DataFrame, optional
+            Extra per-stimulus columns.
+
+        Raises
+        ------
+        NetphysError
+            Bad image array, labels of the wrong length, labels outside ``class_names`` or not ints
+            or names, or a preprocessing of another size.
         """
         func = "StimulusSet.from_arrays"
         if isinstance(images, torch.Tensor):
@@ -219,16 +285,7 @@ class StimulusSet:
         n, h, w, _ = a.shape
         if h != w:
             raise param_error("images", func, "square (H == W)", f"{h}x{w}", "crop the images first")
-        if labels is None:
-            labels = np.full(n, -1)
-        labels = np.asarray(labels)
-        if labels.shape != (n,):
-            raise param_error("labels", func, f"a 1-D array of {n} ints (one per image)",
-                              f"array of shape {labels.shape}")
-        labels = labels.astype(int)
-        if class_names is None:
-            k = labels.max() + 1 if labels.max() >= 0 else 0
-            class_names = [str(i) for i in range(k)]
+        labels, class_names = _check_labels(labels, class_names, n, func)
         df = pd.DataFrame({"label": labels,
                            "class_name": [class_names[l] if l >= 0 else "" for l in labels],
                            "source": [f"{name}[{i}]" for i in range(n)]})
@@ -236,6 +293,7 @@ class StimulusSet:
             extra = pd.DataFrame(coords)
             for c in extra.columns:
                 df[c] = extra[c].to_numpy()
+        preprocess = resolve_preprocess(preprocess, func, h)
         if preprocess is None:
             preprocess = Preprocess(resize=h, crop=h)
         elif preprocess.crop != h:
@@ -261,12 +319,19 @@ class StimulusSet:
         return self.preprocess.crop
 
     def with_preprocess(self, preprocess: Preprocess) -> "StimulusSet":
-        """The same stimuli with another preprocessing (in-memory images must keep their size)."""
+        """The same stimuli with another preprocessing (in-memory images must keep their size).
+
+        ``preprocess`` may also be a name (``"imagenet"``, ``"caffe"``), taken at the current size.
+        """
+        preprocess = resolve_preprocess(preprocess, "StimulusSet.with_preprocess", self.size)
+        if not isinstance(preprocess, Preprocess):
+            raise param_error("preprocess", "StimulusSet.with_preprocess", "a netphys Preprocess", preprocess)
         if self._images is not None and preprocess.crop != self._images.shape[1]:
             raise param_error("preprocess", "StimulusSet.with_preprocess",
                               f"crop == {self._images.shape[1]} for in-memory images", preprocess.crop)
         return StimulusSet(self.coords, preprocess, images=self._images, loader=self._loader,
-                           class_names=self.class_names, name=self.name, attrs=self.attrs)
+                           class_names=self.class_names, name=self.name, attrs=self.attrs,
+                           on_error=self.on_error)
 
     def take(self, index) -> "StimulusSet":
         """A new set with the stimuli at positions ``index``."""
@@ -275,16 +340,23 @@ class StimulusSet:
         images = self._images[index] if self._images is not None else None
         loader = self._loader.take(index) if self._loader is not None and images is None else None
         return StimulusSet(coords, self.preprocess, images=images, loader=loader,
-                           class_names=self.class_names, name=self.name, attrs=self.attrs)
+                           class_names=self.class_names, name=self.name, attrs=self.attrs,
+                           on_error=self.on_error)
 
     def subsample(self, n: int | None = None, *, n_per_class: int | None = None,
-                  random_state=0) -> "StimulusSet":
+                  random_state=0, allow_fewer: bool = False) -> "StimulusSet":
         """Deterministic stratified sub-sample.
 
-        ``n_per_class`` draws that many images from every class (all of a class if it has fewer, with
-        a warning). ``n`` draws ``n`` images in total, split over classes as evenly as possible
-        (largest remainder by class size). The same seed gives the same images; order is sorted by
-        class then by draw.
+        ``n_per_class`` draws that many images from every class; a class with fewer images raises,
+        unless ``allow_fewer`` (then all of it is taken, with a warning). ``n`` draws ``n`` images in
+        total, split over classes as evenly as possible (largest remainder by class size). The same
+        seed gives the same images; order is sorted by class then by draw.
+
+        Raises
+        ------
+        NetphysError
+            ``n`` outside ``[1, len(self)]``, ``n_per_class < 1``, or ``n_per_class`` larger than the
+            smallest class without ``allow_fewer``.
         """
         func = "StimulusSet.subsample"
         rng = check_random_state(random_state, func)
@@ -292,6 +364,10 @@ class StimulusSet:
         classes = np.unique(labels)
         if n_per_class is not None:
             n_per_class = check_int(n_per_class, "n_per_class", func, min_value=1)
+            smallest = int(min((labels == c).sum() for c in classes))
+            if n_per_class > smallest and not allow_fewer:
+                raise param_error("n_per_class", func, f"<= the images of the smallest class ({smallest})",
+                                  n_per_class, f"use n_per_class <= {smallest} or allow_fewer=True")
             take = {c: n_per_class for c in classes}
         elif n is not None:
             n = check_int(n, "n", func, min_value=1, max_value=len(self))
@@ -324,8 +400,9 @@ class StimulusSet:
     def load_images(self, index=None) -> np.ndarray:
         """Images at the network's geometry, (n, H, W, 3) uint8 RGB.
 
-        Unreadable files are reported (logged with their path) and replaced by a mid-grey image so
-        that a long run does not crash; their positions are listed in ``self.attrs['unreadable']``.
+        An unreadable or truncated file raises a :class:`NetphysError` naming it (``on_error="raise"``)
+        or, with ``on_error="grey"``, is reported (logged with its path) and replaced by a mid-grey
+        image; its source is then listed in ``self.attrs['unreadable']``.
         """
         if index is None:
             index = np.arange(len(self))
@@ -336,8 +413,10 @@ class StimulusSet:
         for j, i in enumerate(index):
             try:
                 out[j] = self.preprocess.geometry(self._loader(int(i)))
-            except Exception as exc:  # noqa: BLE001 - reported, not silent
+            except Exception as exc:  # noqa: BLE001 - raised or reported, not silent
                 src = self.coords["source"].iloc[int(i)]
+                if self.on_error != "grey":
+                    raise _unreadable_error(src, exc, "StimulusSet.load_images") from exc
                 log.error("could not read stimulus %d (%s): %s; using a grey image", i, src, exc)
                 listed = self.attrs.get("unreadable", [])
                 if src not in listed:  # a new list: sets made by take() must not share it
@@ -346,7 +425,8 @@ class StimulusSet:
         return out
 
     def tensor(self, index=None, device=None) -> torch.Tensor:
-        """Normalised network input for ``index``, (n, 3, H, W) float32."""
+        """Normalised network input for ``index``, (n, 3, H, W) float32 (on ``device``, if given)."""
+        device = check_device(device, "StimulusSet.tensor")
         u8 = torch.from_numpy(np.ascontiguousarray(self.load_images(index))).permute(0, 3, 1, 2)
         if device is not None:
             u8 = u8.to(device)
@@ -360,31 +440,106 @@ class StimulusSet:
     def batches(self, batch_size: int = 64, device=None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """Yield ``(index, input_tensor)`` batches in order; memory holds one batch at a time."""
         batch_size = check_int(batch_size, "batch_size", "StimulusSet.batches", min_value=1)
+        device = check_device(device, "StimulusSet.batches")
         n = len(self)
         for s in range(0, n, batch_size):
             idx = np.arange(s, min(n, s + batch_size))
             yield idx, self.tensor(idx, device=device)
 
     def to_dict(self) -> dict:
-        """Identity of the set for provenance."""
+        """Identity of the set for provenance.
+
+        Includes ``on_error`` and the files left out (``skipped``) or replaced by grey
+        (``unreadable``, filled as images are loaded), so that reports can list them.
+        """
         return {"name": self.name, "n": len(self), "classes": list(self.class_names),
-                "preprocess": self.preprocess.to_dict(), **{k: v for k, v in self.attrs.items()
-                                                            if isinstance(v, (str, int, float))}}
+                "preprocess": self.preprocess.to_dict(), "on_error": self.on_error,
+                "skipped": list(self.attrs.get("skipped", [])),
+                "unreadable": list(self.attrs.get("unreadable", [])),
+                **{k: v for k, v in self.attrs.items() if isinstance(v, (str, int, float))}}
+
+    @property
+    def input_size(self) -> int:
+        """Side of the network input in pixels (``preprocess.crop``; also :attr:`size`)."""
+        return self.preprocess.crop
 
 
-def _size_of_first_readable(sources, func: str) -> Preprocess:
-    """Default preprocessing at the size of the first image that can be decoded (unreadable files are
-    reported when the images are loaded, so they must not stop the set from being built)."""
-    for src in sources:
+def _check_labels(labels, class_names, n: int, func: str):
+    """Labels as ints in ``[-1, K - 1]`` and the class names (string labels are looked up or become
+    the classes)."""
+    if labels is None:
+        labels = np.full(n, -1)
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise param_error("labels", func, f"a 1-D array of {n} ints (one per image)",
+                          f"array of shape {labels.shape}")
+    if labels.dtype.kind in "USO" and n and all(isinstance(v, str) for v in labels.tolist()):
+        names = list(class_names) if class_names is not None else sorted(set(labels.tolist()))
+        index = {c: i for i, c in enumerate(names)}
+        unknown = sorted(set(labels.tolist()) - set(index))
+        if unknown:
+            raise param_error("labels", func, f"names in class_names ({names})", unknown[0],
+                              "add the class to class_names or pass integer labels")
+        return np.array([index[v] for v in labels.tolist()], dtype=int), names
+    if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
+        labels = labels.astype(int)
+    if labels.dtype.kind not in "iu":
+        raise param_error("labels", func, "ints (class indices, -1 for unlabelled) or class names (str)",
+                          labels[:5].tolist())
+    labels = labels.astype(int)
+    if class_names is None:
+        k = labels.max() + 1 if n and labels.max() >= 0 else 0
+        class_names = [str(i) for i in range(k)]
+    class_names = list(class_names)
+    bad = (labels < -1) | (labels >= len(class_names))
+    if bad.any():
+        raise param_error("labels", func, f"ints in [-1, {len(class_names) - 1}] (one of the "
+                          f"{len(class_names)} class_names, or -1 for unlabelled)", int(labels[bad][0]),
+                          "pass class_names with a name for every label")
+    return labels, class_names
+
+
+def _drop_unreadable(coords: pd.DataFrame, loader, func: str):
+    """Decode every image once; ``(coords without the unreadable ones, their sources)``."""
+    bad = []
+    for i in range(len(coords)):
         try:
-            im = _open_rgb(src)
-        except Exception:  # noqa: BLE001 - reported again by load_images
-            log.warning("could not read %s", src)
+            loader(i)
+        except Exception as exc:  # noqa: BLE001 - listed in the provenance, and logged
+            log.warning("%s: skipping %s (%s: %s)", func, coords["source"].iloc[i], type(exc).__name__, exc)
+            bad.append(i)
+    skipped = [str(coords["source"].iloc[i]) for i in bad]
+    keep = coords.drop(index=coords.index[bad]).reset_index(drop=True)
+    if not len(keep):
+        raise param_error("root", func, "a folder or archive with at least one readable image",
+                          f"{len(skipped)} unreadable file(s)", "check the files")
+    return keep, skipped
+
+
+def _default_preprocess(preprocess, sources, loader, on_error: str, func: str) -> Preprocess:
+    """``preprocess`` (a name is taken at the first image's size), or ImageNet normalisation at the
+    size of the first image that can be decoded."""
+    if isinstance(preprocess, Preprocess):
+        return preprocess
+    if preprocess is not None and not (isinstance(preprocess, str)):
+        return resolve_preprocess(preprocess, func)  # raises the templated error
+    size = None
+    for i, src in enumerate(sources):
+        try:
+            im = loader(i)
+        except Exception as exc:  # noqa: BLE001
+            if on_error == "raise":
+                raise _unreadable_error(src, exc, func) from exc
+            log.warning("could not read %s", src)  # reported again by load_images
             continue
-        s = min(im.size)
-        return Preprocess(resize=s, crop=s)
-    raise param_error("root", func, "a folder containing readable images", f"{len(sources)} unreadable "
-                      "file(s)", "check the files, or pass preprocess= explicitly")
+        size = min(im.size)
+        break
+    if size is None:
+        raise param_error("root", func, "a folder containing readable images", f"{len(sources)} unreadable "
+                          "file(s)", "check the files, or pass preprocess= explicitly")
+    if preprocess is not None:
+        return resolve_preprocess(preprocess, func, size)
+    return Preprocess(resize=size, crop=size)
 
 
 def _read_classes_csv(root: Path) -> dict:
