@@ -5,7 +5,7 @@ orientations ``(theta1, theta2)`` of the two highest peaks of its angular power,
 ``[0, 180)`` (orientation is an axis: 0 and 180 are the same). The paper bins the pair jointly
 in 20 x 20 cells against 20 activation bins; with 400 images per unit that is 8000 joint cells
 for 400 samples, and the Panzeri-Treves estimate of a unit that carries *no* information is
-about 0.36 (normalised). :func:`corner_coordinates` maps the pair onto coordinates for
++0.34 (normalised). :func:`corner_coordinates` maps the pair onto coordinates for
 :func:`netphys.stats.mutual_information`, and :func:`corner_bins` gives a number of bins per
 dimension that such a sample can support. ``docs/information.md`` has the ground-truth table
 behind the defaults.
@@ -141,10 +141,12 @@ def corner_bins(n_samples: int, *, bins: int = 20, scheme: str = "canonical",
     The rule asks for at least as many samples per feature symbol as there are activation bins
     (one sample per occupiable joint cell on average): the regime where the Panzeri-Treves
     correction is accurate (Panzeri et al. 2007, "N_s >= number of response bins"). On pure
-    noise at N = 400 it takes the PT residual bias of the normalised information from about
-    0.36 (20 x 20 literal) to about 0.03 (canonical, B = 5) and that of the plug-in estimate
-    from about 0.4 to 0.08; the shuffle-corrected estimates are unbiased on noise at any B,
-    with a spread that also shrinks with B (table in ``docs/information.md``). It is looser
+    noise at N = 400 it takes the PT residual bias of the normalised information from +0.34
+    (20 x 20 literal) to +0.058 (canonical, B = 5). The shuffle-corrected estimates are unbiased
+    on noise at any B, but at 20 x 20 they also lose nearly all of a real signal: for a
+    corner-tuned unit whose binned information is 0.056, ``"pt+shuffle"`` reports 0.005 and
+    ``"qe+shuffle"`` 0.006, while at canonical B = 5 (truth 0.089) they report 0.075 and
+    0.087 (table in ``docs/information.md``). It is looser
     than the 5 samples per cell of the warning in
     :func:`netphys.stats.mutual_information`, which the 2-D feature cannot meet at 400 images
     without leaving almost no feature resolution (B = 2); pair the coarse bins with a
