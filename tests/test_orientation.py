@@ -10,7 +10,6 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from conftest import SHARED_DATA, no_hooks_left  # noqa: E402
@@ -18,6 +17,9 @@ from netphys._validation import NetphysError  # noqa: E402
 from netphys.experiments import orientation as ori  # noqa: E402
 from netphys.experiments.orientation import OrientationConfig  # noqa: E402
 from netphys.models.cifar import reference_cnn  # noqa: E402
+from netphys.neural.v1 import v1_gosi  # noqa: E402
+from netphys.recording.gratings import grating_responses  # noqa: E402
+from netphys.stats.selectivity import channel_gosi, gosi_by_layer  # noqa: E402
 from netphys.stimuli.gratings import gratings  # noqa: E402
 
 V1_ROOT = SHARED_DATA / "ecker-v1-gratings"
@@ -95,26 +97,11 @@ def test_fast_cli_config_file_overrides(tmp_path):
 
 
 # ----------------------------------------------------------------------------- building blocks
-def test_corrupt_labels_and_augmentation():
-    y = np.arange(1000) % 10
-    assert np.array_equal(ori.corrupt_labels(y, 0.0, 10), y)
-    changed = np.mean(ori.corrupt_labels(y, 1.0, 10, random_state=1) != y)
-    assert 0.85 < changed < 0.95  # a random label keeps the true one 1 time in 10
-    assert np.array_equal(ori.corrupt_labels(y, 0.5, 10, 3), ori.corrupt_labels(y, 0.5, 10, 3))
-    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (8, 3, 10, 10), dtype=np.uint8))
-    g = torch.Generator().manual_seed(0)
-    flipped = ori.augment_batch(x, "flip", 0.1, g)
-    assert all(torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1)) for i in range(8))
-    shifted = ori.augment_batch(x, "shift+flip", 0.2, g)
-    assert shifted.dtype == torch.uint8 and shifted.shape == x.shape
-    assert torch.equal(ori.augment_batch(x, "none", 0.1, g), x)
-
-
 def test_grating_responses_centre_and_mean():
     model = reference_cnn(num_classes=3, in_size=32, random_state=0)
     grats = gratings(32)
-    centre = ori.grating_responses(model, grats, ["conv1", "conv6", "fc7"])
-    mean = ori.grating_responses(model, grats, ["conv1", "conv6", "fc7"], response="mean")
+    centre = grating_responses(model, grats, ["conv1", "conv6", "fc7"])
+    mean = grating_responses(model, grats, ["conv1", "conv6", "fc7"], response="mean")
     assert centre.shape == mean.shape == (432, 32 + 128 + 512)
     c1 = centre["layer"].values == "conv1"
     assert set(centre["row"].values[c1]) == {15} and set(mean["row"].values) == {-1}
@@ -122,9 +109,9 @@ def test_grating_responses_centre_and_mean():
     # conv6 is 1x1 at 32 px and FC units are single: centre == mean there
     rest = ~c1
     np.testing.assert_allclose(centre.values[:, rest], mean.values[:, rest], rtol=1e-5, atol=1e-6)
-    g = ori.channel_gosi(centre)
+    g = channel_gosi(centre)
     assert ((g["gosi"] >= 0) & (g["gosi"] <= 1)).all()
-    table = ori.gosi_by_layer(g)
+    table = gosi_by_layer(g)
     assert list(table.index) == ["conv1", "conv6", "fc7"] and (table["n_units"] == [32, 128, 512]).all()
     assert no_hooks_left(model)
 
@@ -186,7 +173,7 @@ def test_v1_gosi_by_hand():
     import scipy.io as sio
 
     s = sio.loadmat(V1_ROOT / "data_v1_binned_moving.mat", squeeze_me=True, struct_as_record=False)["data"][0]
-    ds = ori.v1_gosi(V1_ROOT, "drifting", min_rate_hz=0.0, max_contamination=1.0)
+    ds = v1_gosi(V1_ROOT, "drifting", min_rate_hz=0.0, max_contamination=1.0)
     win = (s.times >= 50) & (s.times < 550)
     counts = s.spikes[0][:, win, :].astype(float).sum(axis=1)  # unit 0: 16 directions x repeats
     counts[s.spikes.sum(axis=(0, 2)) == 0] = np.nan  # trials in which no unit fired: padding

@@ -58,30 +58,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 import xarray as xr
 
 from .._random import spawn_seeds
 from .._validation import NetphysError, check_choice, check_int, param_error
-from ..interventions import ablate_units, cv_by_layer, shift_images, shift_invariance, split_by_score
+from ..interventions.effects import ablation_effects, invariance_effects
 from ..io import atomic_write_text, save_dataset
 from ..models.cifar import reference_cnn
-from ..models.layers import resolve_layer
-from ..recording import layer_shapes, record, sample_units
-from ..recording.hooks import hooks, restored
-from ..stats.selectivity import gosi, selective_fraction, shuffled_gosi, tuning_array
+from ..neural.v1 import load_v1_gosi
+from ..plotting.selectivity import plot_ablation, plot_dynamics, plot_invariance, plot_sweep, plot_v1_comparison
+from ..recording.gratings import grating_responses
+from ..stats.selectivity import (channel_gosi, gosi_by_layer, gosi_by_layer_with_control, selective_fraction,
+                                 shuffled_gosi, spearman, tuning_array)
 from ..stimuli import Preprocess, StimulusSet
 from ..stimuli.gratings import gratings
-from .config import config_to_dict, load_config, save_config
+from ..training import ShiftFlip, corrupt_labels, evaluate, fit, load_imagenette, load_splits, save_splits
+from ..training.data import split_stimuli
+from .config import config_to_dict, load_config, read_config_dict, save_config
 
 log = logging.getLogger(__name__)
 
 __all__ = ["OrientationConfig", "DefaultModelConfig", "PARTS", "AUGMENTATIONS", "run_orientation",
-           "grating_responses", "channel_gosi", "gosi_by_layer", "fit_network", "load_imagenette",
-           "corrupt_labels", "training_labels", "augment_batch", "ablation_effects", "invariance_effects",
-           "load_v1_gosi", "v1_gosi",
-           "plot_dynamics", "plot_sweep", "plot_ablation", "plot_invariance", "plot_v1_comparison",
-           "report_orientation", "run", "run_fast", "run_default_model", "run_default_model_cli"]
+           "train_network", "training_labels", "report_orientation", "summary", "run", "run_fast",
+           "run_default_model", "run_default_model_cli"]
 
 PARTS = ("selectivity", "dynamics", "sweep", "ablation", "invariance", "v1")
 AUGMENTATIONS = ("none", "shift", "flip", "shift+flip")
@@ -308,7 +307,8 @@ class OrientationConfig:
         return self
 
 
-# =============================================================================== data
+# =============================================================================== methods
+# Each step below is one library call; the experiment only chooses the paper's settings and seeds.
 def _find_shared(name: str) -> Path | None:
     """``shared/data/<name>`` beside the working directory or beside the repository, if present."""
     repo = Path(__file__).resolve().parents[3]
@@ -333,313 +333,65 @@ def _data_root(cfg: OrientationConfig) -> Path:
     return root
 
 
-def load_imagenette(root, in_size: int, *, max_train: int | None = None, val_fraction: float = 0.2,
-                    max_test: int | None = None, random_state=0, progress: bool = False) -> dict:
-    """Decode an ImageFolder pair ``train/``, ``val/`` into in-memory uint8 arrays.
-
-    ``train/`` (optionally sub-sampled to ``max_train``, stratified) is split, stratified, into a
-    training and a validation part; ``val/`` (optionally ``max_test`` images) is the test set.
-
-    Returns
-    -------
-    dict
-        ``x_train``, ``y_train``, ``x_val``, ``y_val``, ``x_test``, ``y_test`` (uint8 (n, H, W, 3)
-        and int64), ``class_names``, ``preprocess`` (ImageNet mean/std at ``in_size``), ``source``.
-    """
-    root = Path(root)
-    s_train, s_split, s_test = spawn_seeds(random_state, 3)
-    pre = Preprocess(resize=in_size, crop=in_size)
-    tr = StimulusSet.from_folder(root / "train", preprocess=pre)
-    if max_train is not None and max_train < len(tr):
-        tr = tr.subsample(n=max_train, random_state=s_train)
-    te = StimulusSet.from_folder(root / "val", preprocess=pre)
-    if te.class_names != tr.class_names:
-        raise NetphysError(f"{root}/val has other classes than {root}/train")
-    if max_test is not None and max_test < len(te):
-        te = te.subsample(n=max_test, random_state=s_test)
-    t0 = time.time()
-    x_all, y_all = tr.load_images(), tr.labels.astype(np.int64)
-    x_test, y_test = te.load_images(), te.labels.astype(np.int64)
-    log.info("decoded %d + %d images at %d px in %.1f s", len(x_all), len(x_test), in_size, time.time() - t0)
-    rng = np.random.default_rng(s_split)
-    val_idx = []
-    for c in np.unique(y_all):
-        idx = np.flatnonzero(y_all == c)
-        k = int(round(val_fraction * idx.size))
-        val_idx.append(rng.choice(idx, size=k, replace=False))
-    val_idx = np.sort(np.concatenate(val_idx))
-    is_val = np.zeros(len(y_all), dtype=bool)
-    is_val[val_idx] = True
-    return {"x_train": x_all[~is_val], "y_train": y_all[~is_val], "x_val": x_all[is_val],
-            "y_val": y_all[is_val], "x_test": x_test, "y_test": y_test,
-            "class_names": list(tr.class_names), "preprocess": pre, "source": str(root)}
+def _load_v1(cfg: OrientationConfig) -> dict:
+    """V1 populations with the config's selection (``{}`` when the data are absent)."""
+    root = cfg.v1_root if cfg.v1_root is not None else _find_shared("ecker-v1-gratings")
+    return load_v1_gosi(root, window_ms=tuple(cfg.v1_window_ms), max_contamination=cfg.v1_max_contamination,
+                        min_rate_hz=cfg.v1_min_rate_hz, baseline=cfg.v1_baseline)
 
 
-def corrupt_labels(labels, rate: float, n_classes: int, random_state=0) -> np.ndarray:
-    """Zhang et al. (2017) label corruption: each label is, with probability ``rate``, replaced by a
-    class drawn uniformly from all ``n_classes`` (it may stay the same by chance)."""
-    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:
-        raise param_error("rate", "corrupt_labels", "a number in [0, 1]", rate)
-    rng = np.random.default_rng(random_state)
-    y = np.array(labels, dtype=np.int64, copy=True)
-    hit = rng.random(y.size) < rate
-    y[hit] = rng.integers(0, n_classes, int(hit.sum()))
-    return y
+#: OrientationConfig's checkpoint names -> :func:`netphys.training.fit`'s
+_CHECKPOINT = {"val_accuracy": "val_top1", "val_loss": "val_loss", "last": "last"}
 
 
-def augment_batch(x: torch.Tensor, augmentation: str, shift: float, gen: torch.Generator) -> torch.Tensor:
-    """Random augmentation of a uint8 batch (n, C, H, W): integer shifts up to ``shift`` x side in
-    each direction (edge pixels repeated, as Keras' ``fill_mode="nearest"``) and/or horizontal flips."""
-    check_choice(augmentation, "augmentation", "augment_batch", AUGMENTATIONS)
-    n, _, h, _ = x.shape
-    if "shift" in augmentation:
-        s = int(round(shift * h))
-        if s > 0:
-            dx = torch.randint(-s, s + 1, (n,), generator=gen)
-            dy = torch.randint(-s, s + 1, (n,), generator=gen)
-            x = shift_images(x, dx, dy, fill="nearest")
-    if "flip" in augmentation:
-        flip = torch.rand(n, generator=gen) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return x
+def _augmentation(name: str, shift: float):
+    """The paper's Keras augmentation settings as a :class:`~netphys.training.ShiftFlip` (None: none)."""
+    if name == "none":
+        return None
+    return ShiftFlip(shift=shift if "shift" in name else 0.0, flip="flip" in name)
 
 
-def _stimuli(x: np.ndarray, y: np.ndarray, pre: Preprocess, class_names, name: str) -> StimulusSet:
-    return StimulusSet.from_arrays(x, y, class_names=class_names, preprocess=pre, name=name)
-
-
-def _evaluate(model, x: np.ndarray, y: np.ndarray, pre: Preprocess, batch_size: int = 256) -> dict:
-    from ..train import evaluate
-
-    st = StimulusSet.from_arrays(x, y, preprocess=pre, name="eval")
-    ev = evaluate(model, st, batch_size=batch_size)
-    return {"loss": ev["loss"], "accuracy": ev["top1"]}
-
-
-# =============================================================================== gratings and gOSI
-def _centre_table(model, layers, in_size: int) -> pd.DataFrame:
-    shapes = layer_shapes(model, layers, in_size)
-    frames = []
-    for l in layers:
-        shp = shapes[resolve_layer(model, l, "grating_responses").alias]
-        if len(shp) == 3:
-            c, h, w = shp
-            frames.append(pd.DataFrame({"layer": l, "channel": np.arange(c), "row": h // 2, "col": w // 2}))
-        else:
-            frames.append(pd.DataFrame({"layer": l, "channel": np.arange(shp[0]), "row": -1, "col": -1}))
-    return pd.concat(frames, ignore_index=True)
-
-
-def _channel_means(model, stimuli: StimulusSet, layers, site: str, batch_size: int) -> xr.DataArray:
-    """(stimulus, unit) spatial mean of every channel's map (FC: the feature itself)."""
-    infos = [resolve_layer(model, l, "grating_responses") for l in layers]
-    targets = {li.alias: (li.activation if site == "post" and li.activation else li.module) for li in infos}
-    store: dict = {}
-
-    def make(alias):
-        def fn(_m, _i, out):
-            v = out.detach()
-            v = v.mean(dim=(2, 3)) if v.ndim == 4 else v
-            store.setdefault(alias, []).append(v.to("cpu", torch.float32).numpy())
-        return fn
-
-    device = next(model.parameters()).device
-    with restored(model), torch.no_grad(), hooks(model, {t: make(a) for a, t in targets.items()}):
-        for _, x in stimuli.batches(batch_size, device=device):
-            model(x)
-    cols, layer_c, chan, kind, depth = [], [], [], [], []
-    for li in infos:
-        a = np.concatenate(store[li.alias], axis=0)
-        cols.append(a)
-        layer_c += [li.alias] * a.shape[1]
-        chan += list(range(a.shape[1]))
-        kind += [li.kind] * a.shape[1]
-        depth += [li.depth] * a.shape[1]
-    vals = np.concatenate(cols, axis=1)
-    n_u = vals.shape[1]
-    coords = {"layer": ("unit", np.array(layer_c)), "channel": ("unit", np.array(chan)),
-              "row": ("unit", np.full(n_u, -1)), "col": ("unit", np.full(n_u, -1)),
-              "kind": ("unit", np.array(kind)), "depth": ("unit", np.array(depth)),
-              "site": ("unit", np.full(n_u, site)), "stimulus": np.arange(len(stimuli)),
-              "unit": np.arange(n_u)}
-    for c in ("orientation", "phase", "sf", "contrast"):
-        if c in stimuli.coords.columns:
-            coords[c] = ("stimulus", stimuli.coords[c].to_numpy())
-    return xr.DataArray(vals, dims=("stimulus", "unit"), coords=coords, name="activation",
-                        attrs={"response": "mean", "site": site})
-
-
-def grating_responses(model, stimuli: StimulusSet, layers=LAYERS, *, response: str = "centre",
-                      site: str = "post", batch_size: int = 256) -> xr.DataArray:
-    """Responses of one unit per channel to a grating set.
-
-    Parameters
-    ----------
-    model : nn.Module
-    stimuli : StimulusSet
-        From :func:`netphys.stimuli.gratings.gratings` at the model's input size.
-    layers : sequence of str
-    response : {"centre", "mean"}, default "centre"
-        A conv channel's unit: the centre ``(H // 2, W // 2)`` of its map, or the map's spatial
-        mean. FC layers: every feature.
-    site : {"post", "pre"}, default "post"
-    batch_size : int
-
-    Returns
-    -------
-    xarray.DataArray, dims (stimulus, unit)
-        Unit coordinates ``layer``, ``channel``, ``row``, ``col`` (-1 for means and FC units),
-        ``site``; stimulus coordinates ``orientation``, ``phase``, ``sf``.
-    """
-    func = "grating_responses"
-    check_choice(response, "response", func, ("centre", "mean"))
-    check_choice(site, "site", func, ("post", "pre"))
-    layers = list(layers)
-    if response == "mean":
-        return _channel_means(model, stimuli, layers, site, batch_size)
-    table = _centre_table(model, layers, stimuli.size)
-    rec = record(model, stimuli, units=table, site=site, batch_size=batch_size)
-    rec.attrs["response"] = "centre"
-    return rec
-
-
-def channel_gosi(responses: xr.DataArray) -> xr.Dataset:
-    """gOSI (and the other outputs of :func:`netphys.stats.selectivity.gosi`) of every unit of a
-    grating recording; unit coordinates (``layer``, ``channel`` ...) are kept."""
-    return gosi(tuning_array(responses))
-
-
-def gosi_by_layer(result: xr.Dataset, layers=None) -> pd.DataFrame:
-    """Mean gOSI, fraction selective (> 0.33) and number of silent units per layer."""
-    lay = result["layer"].values
-    layers = list(dict.fromkeys(lay.tolist())) if layers is None else list(layers)
-    rows = []
-    for l in layers:
-        g = result["gosi"].values[lay == l]
-        z = result["zero_response"].values[lay == l]
-        rows.append({"layer": l, "mean_gosi": float(g.mean()), "median_gosi": float(np.median(g)),
-                     "frac_selective": float(np.mean(g > THRESHOLD)), "n_units": int(g.size),
-                     "n_silent": int(z.sum())})
-    return pd.DataFrame(rows).set_index("layer")
-
-
-def _with_shuffled(g: xr.Dataset, shuffled: xr.Dataset, layers) -> pd.DataFrame:
-    """:func:`gosi_by_layer` with the shuffle control's mean gOSI and selective fraction (first shuffle)."""
-    shuf = gosi_by_layer(shuffled.isel(shuffle=0), layers)[["mean_gosi", "frac_selective"]]
-    return gosi_by_layer(g, layers).join(shuf.add_suffix("_shuffled"))
-
-
-def _measure(model, grats: StimulusSet, cfg: OrientationConfig) -> tuple[xr.DataArray, xr.Dataset]:
-    resp = grating_responses(model, grats, cfg.layers, response=cfg.response, site=cfg.site,
-                             batch_size=cfg.eval_batch_size)
-    return resp, channel_gosi(resp)
-
-
-# =============================================================================== training
 def training_labels(data: dict, label_corruption: float, random_state) -> np.ndarray:
-    """The training labels :func:`fit_network` uses for ``random_state`` (corrupted at the given rate)."""
+    """The training labels :func:`train_network` uses for ``random_state`` (corrupted at the given rate)."""
     y = np.asarray(data["y_train"], dtype=np.int64)
     if label_corruption <= 0:
         return y
     return corrupt_labels(y, label_corruption, len(data["class_names"]), spawn_seeds(random_state, 2)[1])
 
 
-def fit_network(model, data: dict, *, epochs: int, lr: float = 1e-3, batch_size: int = 32,
-                augmentation: str = "shift+flip", shift: float = 0.1, label_corruption: float = 0.0,
-                checkpoint: str = "val_accuracy", random_state=0, on_epoch=None,
-                progress: bool = False, desc: str = "train") -> tuple[list, dict]:
-    """Train ``model`` with Adam and cross-entropy on in-memory uint8 images.
+def train_network(model, data: dict, *, epochs: int, lr: float = 1e-3, batch_size: int = 32,
+                  augmentation: str = "shift+flip", shift: float = 0.1, label_corruption: float = 0.0,
+                  checkpoint: str = "val_accuracy", random_state=0, callbacks=(), record_initial: bool = True,
+                  progress: bool = False, desc: str = "train") -> tuple[list, dict]:
+    """The paper's training (Ukita 2019, A.1): Adam, cross-entropy, Keras-style shift/flip augmentation,
+    optional label corruption, the checkpoint epoch kept. One call of :func:`netphys.training.fit`.
 
-    Parameters
-    ----------
-    model : nn.Module
-        Trained in place; left in eval mode holding the ``checkpoint`` weights.
-    data : dict
-        From :func:`load_imagenette` (``x_train``, ``y_train``, ``x_val``, ``y_val``,
-        ``preprocess``, ``class_names``).
-    epochs, lr, batch_size : int, float, int
-    augmentation : {"none", "shift", "flip", "shift+flip"}
-    shift : float
-    label_corruption : float
-        Rate of :func:`corrupt_labels` applied once to the training labels (validation labels
-        stay clean).
-    checkpoint : {"val_accuracy", "val_loss", "last"}
-    random_state : int or SeedSequence
-        Seeds the shuffling, augmentation and corruption.
-    on_epoch : callable, optional
-        ``on_epoch(model, epoch) -> dict`` called in eval mode before training (epoch 0) and after
-        every epoch; its entries are added to the epoch's record (e.g. mean gOSI per layer).
-    progress : bool
-
-    Returns
-    -------
-    history : list of dict
-        Per epoch (0 = initial): ``train_loss`` (mean minibatch loss; NaN at 0), ``val_loss``,
-        ``val_accuracy``, ``seconds`` and the ``on_epoch`` entries.
-    info : dict
-        ``best_epoch``, ``train_labels_changed`` (fraction of corrupted labels that changed).
+    ``random_state`` is split into the stream of shuffles and augmentation and the corruption seed
+    (:func:`training_labels`). Returns ``(history, info)``: the fit history (epoch 0 = initial when
+    ``record_initial``) and ``best_epoch``, ``train_labels_changed``, ``train_seconds``.
     """
-    from tqdm.auto import tqdm
-
-    func = "fit_network"
-    epochs = check_int(epochs, "epochs", func, min_value=1)
-    batch_size = check_int(batch_size, "batch_size", func, min_value=1)
-    check_choice(checkpoint, "checkpoint", func, ("val_accuracy", "val_loss", "last"))
+    check_choice(augmentation, "augmentation", "train_network", AUGMENTATIONS)
+    check_choice(checkpoint, "checkpoint", "train_network", tuple(_CHECKPOINT))
     s_torch = spawn_seeds(random_state, 2)[0]
-    gen = torch.Generator().manual_seed(s_torch)
-    pre: Preprocess = data["preprocess"]
-    x_tr = torch.from_numpy(np.ascontiguousarray(data["x_train"])).permute(0, 3, 1, 2).contiguous()
-    y_clean = np.asarray(data["y_train"], dtype=np.int64)
-    y_np = training_labels(data, label_corruption, random_state)
-    y_tr = torch.from_numpy(y_np)
-    device = next(model.parameters()).device
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history = []
-    best, best_state, best_epoch = None, None, 0
+    labels = training_labels(data, label_corruption, random_state)
+    result = fit(model, {**data, "y_train": labels}, epochs=epochs, batch_size=batch_size, optimizer="adam",
+                 lr=lr, augment=_augmentation(augmentation, shift), checkpoint=_CHECKPOINT[checkpoint],
+                 record_initial=record_initial, callbacks=callbacks,
+                 random_state=torch.Generator().manual_seed(s_torch), progress=progress, desc=desc)
+    changed = float(np.mean(labels != np.asarray(data["y_train"])))
+    return result.history, {"best_epoch": result.best_epoch, "train_labels_changed": changed,
+                            "train_seconds": result.seconds}
 
-    def end_of_epoch(epoch, train_loss, t0):
-        ev = _evaluate(model, data["x_val"], data["y_val"], pre)
-        rec = {"epoch": epoch, "train_loss": train_loss, "val_loss": ev["loss"],
-               "val_accuracy": ev["accuracy"], "seconds": time.time() - t0}
-        if on_epoch is not None:
-            with restored(model):
-                rec.update(on_epoch(model, epoch))
-        history.append(rec)
-        return rec
 
-    t0 = time.time()
-    end_of_epoch(0, float("nan"), t0)
-    n = len(y_tr)
-    steps = max(1, n // batch_size)
-    bar = tqdm(total=epochs * steps, desc=desc, disable=not progress)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        tot = 0.0
-        for s in range(steps):
-            idx = perm[s * batch_size:(s + 1) * batch_size]
-            xb = augment_batch(x_tr[idx], augmentation, shift, gen) if augmentation != "none" else x_tr[idx]
-            xb = pre.normalise(xb.to(device))
-            loss = F.cross_entropy(model(xb), y_tr[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot += loss.item()
-            bar.update(1)
-        model.eval()
-        rec = end_of_epoch(epoch, tot / steps, t0)
-        bar.set_postfix(val_loss=round(rec["val_loss"], 3), val_acc=round(rec["val_accuracy"], 3))
-        score = {"val_accuracy": rec["val_accuracy"], "val_loss": -rec["val_loss"], "last": epoch}[checkpoint]
-        if best is None or score > best:
-            best, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return history, {"best_epoch": best_epoch,
-                     "train_labels_changed": float(np.mean(y_np != y_clean)),
-                     "train_seconds": time.time() - t0}
+def _gratings(cfg: OrientationConfig, pre: Preprocess) -> StimulusSet:
+    return gratings(cfg.in_size, grid=cfg.grid, preprocess=pre)
+
+
+def _measure(model, grats: StimulusSet, cfg: OrientationConfig) -> tuple[xr.DataArray, xr.Dataset]:
+    """Grating responses of one unit per channel and their gOSI (B1-B2)."""
+    resp = grating_responses(model, grats, cfg.layers, response=cfg.response, site=cfg.site,
+                             batch_size=cfg.eval_batch_size)
+    return resp, channel_gosi(resp)
 
 
 def _layer_means(g: xr.Dataset, layers) -> dict:
@@ -650,388 +402,39 @@ def _layer_means(g: xr.Dataset, layers) -> dict:
 
 
 def _gosi_callback(grats: StimulusSet, cfg: OrientationConfig):
+    """fit callback: mean gOSI and selective fraction per layer after every epoch (B3)."""
     def cb(model, epoch):
-        _, g = _measure(model, grats, cfg)
-        return _layer_means(g, cfg.layers)
+        return _layer_means(_measure(model, grats, cfg)[1], cfg.layers)
     return cb
 
 
-def _make_gratings(cfg: OrientationConfig, pre: Preprocess) -> StimulusSet:
-    return gratings(cfg.in_size, grid=cfg.grid, preprocess=pre)
-
-
-def _data_from(spec_data):
-    if isinstance(spec_data, (str, os.PathLike)):
-        with np.load(spec_data, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-        meta = json.loads(str(d.pop("meta")))
-        d["class_names"] = meta["class_names"]
-        d["preprocess"] = Preprocess(**{k: tuple(v) if isinstance(v, list) else v
-                                        for k, v in meta["preprocess"].items()})
-        d["source"] = meta["source"]
-        return d
-    return spec_data
-
-
-def _save_data(data: dict, path: Path) -> Path:
-    meta = {"class_names": data["class_names"], "preprocess": data["preprocess"].to_dict(),
-            "source": data["source"]}
-    arrays = {k: v for k, v in data.items() if isinstance(v, np.ndarray)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
-    os.replace(tmp, path)
-    return path
+def _new_network(data: dict, cfg: OrientationConfig, seed: int):
+    return reference_cnn(len(data["class_names"]), cfg.in_size, random_state=seed, preprocess=data["preprocess"],
+                         device=cfg.device or "cpu")
 
 
 def _sweep_job(spec: dict) -> dict:
-    """One sweep network: train, then measure test loss and gOSI (a picklable top-level job)."""
+    """One sweep network: train, then test loss and gOSI (a picklable top-level job)."""
     cfg = OrientationConfig(**spec["config"])
-    data = _data_from(spec["data"])
-    pre = data["preprocess"]
-    model = reference_cnn(len(data["class_names"]), cfg.in_size, random_state=spec["init_seed"],
-                          preprocess=pre, device=cfg.device or "cpu")
-    history, info = fit_network(model, data, epochs=spec["epochs"], lr=cfg.lr, batch_size=cfg.batch_size,
-                                augmentation=spec["augmentation"], shift=cfg.shift,
-                                label_corruption=spec["corruption"], checkpoint=cfg.sweep_checkpoint,
-                                random_state=spec["train_seed"])
-    test = _evaluate(model, data["x_test"], data["y_test"], pre, cfg.eval_batch_size)
+    data = load_splits(spec["data"]) if isinstance(spec["data"], (str, os.PathLike)) else spec["data"]
+    model = _new_network(data, cfg, spec["init_seed"])
+    history, info = train_network(model, data, epochs=spec["epochs"], lr=cfg.lr, batch_size=cfg.batch_size,
+                                  augmentation=spec["augmentation"], shift=cfg.shift,
+                                  label_corruption=spec["corruption"], checkpoint=cfg.sweep_checkpoint,
+                                  random_state=spec["train_seed"], record_initial=False)
+    test = evaluate(model, split_stimuli(data, "test"), batch_size=cfg.eval_batch_size)
     n_tr = min(2000, len(data["y_train"]))
-    y_tr = training_labels(data, spec["corruption"], spec["train_seed"])
-    train = _evaluate(model, data["x_train"][:n_tr], y_tr[:n_tr], pre, cfg.eval_batch_size)
-    _, g = _measure(model, _make_gratings(cfg, pre), cfg)
+    y_tr = training_labels(data, spec["corruption"], spec["train_seed"])  # the labels it was trained on
+    train = evaluate(model, data["x_train"][:n_tr], y_tr[:n_tr], preprocess=data["preprocess"],
+                     batch_size=cfg.eval_batch_size)
+    _, g = _measure(model, _gratings(cfg, data["preprocess"]), cfg)
+    best = next(h for h in history if h["epoch"] == info["best_epoch"])
     out = {k: spec[k] for k in ("name", "augmentation", "corruption", "seed")}
-    out.update(test_loss=test["loss"], test_accuracy=test["accuracy"], train_loss=train["loss"],
-               train_accuracy=train["accuracy"], val_loss=history[info["best_epoch"]]["val_loss"],
-               epoch=info["best_epoch"], seconds=info["train_seconds"])
+    out.update(test_loss=test["loss"], test_accuracy=test["top1"], train_loss=train["loss"],
+               train_accuracy=train["top1"], val_loss=best["val_loss"], epoch=info["best_epoch"],
+               seconds=info["train_seconds"])
     out.update(_layer_means(g, cfg.layers))
     return out
-
-
-# =============================================================================== ablation
-def ablation_effects(model, test: StimulusSet, scores: xr.Dataset, layers, *, fraction: float = 0.5,
-                     n_random: int = 0, site: str = "post", random_state=0, batch_size: int = 256,
-                     progress: bool = False) -> pd.DataFrame:
-    """Change of test loss when the top vs bottom ``fraction`` gOSI channels of a layer are ablated.
-
-    Parameters
-    ----------
-    model : nn.Module
-    test : StimulusSet
-        Labelled test images.
-    scores : xarray.Dataset
-        :func:`channel_gosi` output with ``layer``, ``channel``, ``gosi`` and ``peak_response``.
-    layers : sequence of str
-    fraction : float, default 0.5
-    n_random : int, default 0
-        Random sets of the same size ablated per layer (control; not in the paper).
-    site : {"post", "pre"}
-    random_state : int
-    batch_size : int
-
-    Returns
-    -------
-    pandas.DataFrame, indexed by layer
-        ``base_loss``; ``d_top``, ``d_bottom`` (ablated minus intact mean cross-entropy),
-        ``d_random`` and ``d_random_sd``; ``ratio`` = d_top / d_bottom; ``marked`` (the paper's
-        asterisk: d_top > 2 d_bottom with d_top > 0); the accuracy changes; the groups' mean gOSI
-        and mean peak grating response (the paper's control for silent units) and number of silent
-        channels.
-    """
-    from tqdm.auto import tqdm
-
-    from ..train import evaluate
-
-    base = evaluate(model, test, batch_size=batch_size)
-    rng = np.random.default_rng(random_state)
-    lay = scores["layer"].values
-    rows = []
-    for l in tqdm(list(layers), desc="ablation", disable=not progress):
-        sel = lay == l
-        ch = scores["channel"].values[sel]
-        g = scores["gosi"].values[sel]
-        peak = scores["peak_response"].values[sel]
-        silent = scores["zero_response"].values[sel]
-        order = np.argsort(ch)
-        ch, g, peak, silent = ch[order], g[order], peak[order], silent[order]
-        top, bottom = split_by_score(g, fraction)
-        res = {}
-        for name, idx in (("top", top), ("bottom", bottom)):
-            with ablate_units(model, l, ch[idx], site=site):
-                ev = evaluate(model, test, batch_size=batch_size)
-            res[name] = ev
-        rand = []
-        for _ in range(n_random):
-            idx = np.sort(rng.choice(ch.size, size=top.size, replace=False))
-            with ablate_units(model, l, ch[idx], site=site):
-                rand.append(evaluate(model, test, batch_size=batch_size)["loss"] - base["loss"])
-        d_top = res["top"]["loss"] - base["loss"]
-        d_bot = res["bottom"]["loss"] - base["loss"]
-        rows.append({"layer": l, "n_channels": int(ch.size), "n_ablated": int(top.size),
-                     "base_loss": base["loss"], "d_top": d_top, "d_bottom": d_bot,
-                     "d_random": float(np.mean(rand)) if rand else np.nan,
-                     "d_random_sd": float(np.std(rand, ddof=1)) if len(rand) > 1 else np.nan,
-                     "ratio": d_top / d_bot if d_bot != 0 else np.inf,
-                     "marked": bool(d_top > 0 and d_top > 2 * d_bot),
-                     "d_acc_top": res["top"]["top1"] - base["top1"],
-                     "d_acc_bottom": res["bottom"]["top1"] - base["top1"],
-                     "gosi_top": float(g[top].mean()), "gosi_bottom": float(g[bottom].mean()),
-                     "peak_top": float(peak[top].mean()), "peak_bottom": float(peak[bottom].mean()),
-                     "silent_top": int(silent[top].sum()), "silent_bottom": int(silent[bottom].sum())})
-    return pd.DataFrame(rows).set_index("layer")
-
-
-def invariance_effects(model, test: StimulusSet, scores: xr.Dataset, layers, ablate, *, units=250,
-                       fraction: float = 0.5, control: bool = True, shift: float = 0.1,
-                       threshold: float = 0.9, site: str = "post", random_state=0, batch_size: int = 256):
-    """Shift invariance of the intact network and of networks with the top (and bottom) ``fraction``
-    gOSI channels of each layer in ``ablate`` clamped to zero.
-
-    Parameters
-    ----------
-    model : nn.Module
-    test : StimulusSet
-    scores : xarray.Dataset
-        :func:`channel_gosi` output.
-    layers : sequence of str
-        Layers whose units are measured.
-    ablate : sequence of str
-        Layers ablated one at a time.
-    units : int or DataFrame
-        Units per layer (sampled once and shared by every network) or a unit table.
-    fraction : float
-    control : bool, default True
-        Also ablate the bottom ``fraction`` (a control not in the paper: does removing *any* half of
-        the layer disrupt invariance as much?).
-    shift, threshold, site, random_state, batch_size
-        As in :func:`netphys.interventions.shift_invariance`.
-
-    Returns
-    -------
-    summary : pandas.DataFrame
-        :func:`~netphys.interventions.cv_by_layer` rows with ``network`` (``"intact"``, ``"<layer>
-        top-gOSI ablated"``, ``"<layer> bottom-gOSI ablated"``), ``ablated_layer`` and ``group``.
-    tests : pandas.DataFrame
-        Per ablated network and layer: mean CV (over directions) of the units finite in both,
-        intact vs ablated, and the paired t-test over those units (t, p).
-    per_unit : dict
-        Network name -> :func:`~netphys.interventions.shift_invariance` Dataset.
-    """
-    from scipy.stats import ttest_rel
-
-    layers = list(layers)
-    table = units if isinstance(units, pd.DataFrame) else sample_units(
-        model, layers, units, input_size=test.size, random_state=random_state, allow_fewer=True)
-    kw = dict(units=table, shift=shift, threshold=threshold, site=site, batch_size=batch_size)
-    per_unit = {"intact": shift_invariance(model, test, **kw)}
-    meta = {"intact": ("none", "none")}
-    lay = scores["layer"].values
-    for l in ablate:
-        sel = lay == l
-        top, bottom = split_by_score(scores["gosi"].values[sel], fraction)
-        groups = (("top", top), ("bottom", bottom)) if control else (("top", top),)
-        for group, idx in groups:
-            name = f"{l} {group}-gOSI ablated"
-            with ablate_units(model, l, scores["channel"].values[sel][idx], site=site):
-                per_unit[name] = shift_invariance(model, test, **kw)
-            meta[name] = (l, group)
-    summary = pd.concat([cv_by_layer(d).assign(network=k, ablated_layer=meta[k][0], group=meta[k][1])
-                         for k, d in per_unit.items()], ignore_index=True)
-    tests = []
-    base = per_unit["intact"]
-    for name, d in per_unit.items():
-        if name == "intact":
-            continue
-        for l in layers:
-            a = base["cv"].values[base["layer"].values == l].mean(axis=1)
-            b = d["cv"].values[d["layer"].values == l].mean(axis=1)
-            ok = np.isfinite(a) & np.isfinite(b)
-            t = ttest_rel(b[ok], a[ok]) if ok.sum() > 2 and np.ptp(b[ok] - a[ok]) > 0 else None
-            tests.append({"network": name, "ablated_layer": meta[name][0], "group": meta[name][1], "layer": l,
-                          "n_units": int(ok.sum()),
-                          "cv_intact": float(np.mean(a[ok])) if ok.any() else np.nan,
-                          "cv_ablated": float(np.mean(b[ok])) if ok.any() else np.nan,
-                          "t": float(t.statistic) if t is not None else np.nan,
-                          "p": float(t.pvalue) if t is not None else np.nan})
-    return summary, pd.DataFrame(tests), per_unit
-
-
-# =============================================================================== V1
-def _v1_root(cfg: OrientationConfig) -> Path | None:
-    if cfg.v1_root is not None:
-        p = Path(cfg.v1_root)
-        return p if p.is_dir() else None
-    return _find_shared("ecker-v1-gratings")
-
-
-#: The V1 data's orientation grid: 8 orientations 22.5 deg apart (stored rounded, e.g. 22 or 158).
-_V1_STEP = 22.5
-_V1_N_ORI = 8
-
-
-def _snap(angles, session) -> np.ndarray:
-    a = np.asarray(angles, dtype=float)
-    snapped = np.round(a / _V1_STEP) * _V1_STEP
-    if np.any(np.abs(snapped - a) > 2.0):
-        raise NetphysError(f"Ecker V1 session {session} has angles {sorted(set(a))} off the 22.5-deg grid")
-    return snapped
-
-
-def v1_gosi(root=None, kind: str = "static", *, window_ms=(50.0, 550.0), max_contamination: float = 0.05,
-            min_rate_hz: float = 1.0, baseline: str = "none") -> xr.Dataset:
-    """gOSI of the Ecker et al. (2010) macaque V1 single units, with the network's estimator.
-
-    The sessions are read by :func:`netphys.neural.load_ecker_v1` (the unmodified ``.mat``, converted
-    in memory; CC BY-NC-ND), which marks the zero-padded trials of conditions shown fewer times as
-    missing. Per unit, the spike count in ``window_ms`` (ms after onset, on the 10-ms bin grid) is
-    averaged over the valid repetitions of each condition, turned into a rate (Hz) and arranged as
-    a tuning array for :func:`netphys.stats.selectivity.gosi`. Angles stored rounded (22, 158, ...)
-    are snapped to the 22.5-deg grid.
-
-    ``kind="static"``
-        8 orientations x 2 contrasts; each session's highest contrast is used; one phase and one
-        SPF. Four sessions were recorded at 7 orientations (0-135 deg) only; on an incomplete circle
-        the index is biased (a flat response gets gOSI 1/7), so they are skipped
-        (``attrs["sessions_skipped"]``).
-    ``kind="drifting"``
-        16 directions = 8 orientations x 2 opposite directions; the two directions play the role
-        of the phase axis (the estimator takes their maximum, as it takes the maximum over phase).
-
-    Parameters
-    ----------
-    root : path, optional
-        The ``ecker-v1-gratings`` folder (or the shared data folder holding it); default: found by
-        :func:`netphys.neural.default_shared_root`.
-    kind : {"static", "drifting"}
-    window_ms : (float, float)
-        Response window ``[start, stop)`` in ms after onset (the 500-ms stimulus shifted by the
-        ~50-ms latency).
-    max_contamination : float
-        Units with contamination below this are kept (0.05, the original studies' criterion).
-    min_rate_hz : float
-        Units whose best condition is below this rate are dropped.
-    baseline : {"none", "subtract"}
-        Subtract the unit's spontaneous rate (-200..0 ms, same trials) first; negative values are
-        then rectified by the estimator.
-
-    Returns
-    -------
-    xarray.Dataset, dims (unit)
-        The :func:`~netphys.stats.selectivity.gosi` variables plus ``session``, ``subject``,
-        ``peak_rate_hz`` and ``spontaneous_hz``; attrs with the selection counts.
-
-    Raises
-    ------
-    NetphysError
-        For invalid options or when no unit passes the selection; ``FileNotFoundError`` when the
-        file is missing.
-
-    References
-    ----------
-    A. S. Ecker, P. Berens, G. A. Keliris, M. Bethge, N. K. Logothetis and A. S. Tolias, "Decorrelated
-    neuronal firing in cortical microcircuits", Science 327 (2010); P. Berens et al., "A fast and
-    simple population code for orientation in primate V1", J. Neurosci. 32 (2012). Data: CC BY-NC-ND
-    3.0, bethgelab.org/datasets/v1gratings.
-    """
-    from ..neural import load_ecker_v1
-
-    func = "v1_gosi"
-    check_choice(kind, "kind", func, ("static", "drifting"))
-    check_choice(baseline, "baseline", func, ("none", "subtract"))
-    src = {"static": "static", "drifting": "moving"}[kind]
-    window_ms = tuple(float(w) for w in window_ms)
-    duration = (window_ms[1] - window_ms[0]) / 1000.0
-    evoked = load_ecker_v1(root, src, window=window_ms)
-    spont_ds = load_ecker_v1(root, src, window=(-200, 0))
-    tunings, sess_id, subj, peaks, spont, skipped = [], [], [], [], [], []
-    n_total = n_clean = 0
-    axes = None
-    for date, ds in evoked.items():
-        da = ds.responses("V1")  # (stimulus, neuron) mean count over valid repeats
-        rate = da.values.T / duration  # neurons x conditions
-        sp = np.nanmean(spont_ds[date].responses("V1").values, axis=0) / 0.2  # neurons
-        contam = da["contamination"].values
-        n_total += rate.shape[0]
-        if kind == "static":
-            ori = _snap(da["orientation"].values, date)
-            con = da["contrast"].values.astype(float)
-            keep_c = con == con.max()
-            ori_axis, phase_axis = np.mod(ori[keep_c], 180.0), np.zeros(int(keep_c.sum()))
-            r = rate[:, keep_c]
-        else:
-            dirs = np.mod(_snap(da["direction"].values, date), 360.0)
-            ori_axis, phase_axis = np.mod(dirs, 180.0), np.where(dirs >= 180.0, 180.0, 0.0)
-            r = rate
-        clean = contam < max_contamination
-        n_clean += int(clean.sum())
-        if np.unique(ori_axis).size != _V1_N_ORI:
-            # an incomplete orientation circle biases gOSI (sum_k exp(2 i theta_k) != 0): skip
-            skipped.append(str(date))
-            log.info("Ecker V1 %s session %s: %d orientations, not %d; skipped", src, date,
-                     np.unique(ori_axis).size, _V1_N_ORI)
-            continue
-        if not np.all(np.isfinite(r)):
-            bad = ~np.all(np.isfinite(r), axis=1)
-            log.info("Ecker V1 session %s: %d unit(s) without a valid trial in some condition; dropped", date,
-                     int(bad.sum()))
-            clean &= ~bad
-        if baseline == "subtract":
-            r = r - sp[:, None]
-        ok = clean & (np.nan_to_num(rate).max(axis=1) >= min_rate_hz)
-        if not ok.any():
-            continue
-        coords = pd.DataFrame({"orientation": ori_axis, "phase": phase_axis, "sf": np.zeros(ori_axis.size)})
-        t = tuning_array(r[ok].T, coords)
-        tunings.append(t.values)
-        sess_id += [str(date)] * int(ok.sum())
-        subj += [str(ds.attrs.get("subject", ""))] * int(ok.sum())
-        peaks.append(np.nan_to_num(rate[ok]).max(axis=1))
-        spont.append(sp[ok])
-        axes = {d: t[d].values for d in ("orientation", "phase", "sf")}
-    if not tunings:
-        raise NetphysError(f"no Ecker V1 {src} unit passes contamination < {max_contamination} and a peak rate "
-                           f">= {min_rate_hz} Hz")
-    vals = np.concatenate(tunings, axis=0)
-    tun = xr.DataArray(vals, dims=("unit", "orientation", "phase", "sf"),
-                       coords={**axes, "unit": np.arange(vals.shape[0])}, attrs={"units": "Hz"})
-    out = gosi(tun)
-    out = out.assign_coords(session=("unit", np.array(sess_id)), subject=("unit", np.array(subj)))
-    out["peak_rate_hz"] = ("unit", np.concatenate(peaks))
-    out["spontaneous_hz"] = ("unit", np.concatenate(spont))
-    first = next(iter(evoked.values()))
-    out.attrs.update(kind=kind, n_sessions=len(evoked), sessions_skipped=skipped, n_units_total=int(n_total),
-                     n_units_clean=int(n_clean), n_units_used=int(vals.shape[0]), window_ms=list(window_ms),
-                     max_contamination=float(max_contamination), min_rate_hz=float(min_rate_hz),
-                     baseline=baseline, source=str(first.attrs.get("path", "")),
-                     loader="netphys.neural.load_ecker_v1", citation=str(first.attrs.get("citation", "")))
-    return out
-
-
-def load_v1_gosi(cfg: OrientationConfig) -> dict:
-    """``{"V1 static": Dataset, "V1 drifting": Dataset}`` from :func:`v1_gosi` with the config's
-    selection, or ``{}`` when the data are absent."""
-    root = _v1_root(cfg)
-    if root is None:
-        log.warning("V1 data not found (../shared/data/ecker-v1-gratings); skipping the V1 comparison")
-        return {}
-    out = {}
-    for kind, label in (("static", "V1 static"), ("drifting", "V1 drifting")):
-        out[label] = v1_gosi(root, kind, window_ms=tuple(cfg.v1_window_ms),
-                             max_contamination=cfg.v1_max_contamination, min_rate_hz=cfg.v1_min_rate_hz,
-                             baseline=cfg.v1_baseline)
-    return out
-
-
-# =============================================================================== runner
-def _spearman(x, y) -> tuple[float, float]:
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
-        return float("nan"), float("nan")
-    r = spearmanr(x[ok], y[ok])
-    return float(r.statistic), float(r.pvalue)
 
 
 def _sweep_specs(cfg: OrientationConfig, data_ref, seed) -> list[dict]:
@@ -1040,19 +443,21 @@ def _sweep_specs(cfg: OrientationConfig, data_ref, seed) -> list[dict]:
     combos += [("none", float(p), 0) for p in cfg.corruption_rates]
     seeds = spawn_seeds(seed, len(combos))
     for (aug, p, k), s in zip(combos, seeds):
-        key = (aug, p, k)
-        if key in seen:
+        if (aug, p, k) in seen:
             continue
-        seen.add(key)
+        seen.add((aug, p, k))
         init_seed, train_seed = spawn_seeds(s, 2)
         specs.append({"name": f"{aug.replace('+', '-')}_p{p:g}_s{k}", "augmentation": aug, "corruption": p,
-                      "seed": k,
-                      "init_seed": init_seed, "train_seed": train_seed,
-                      "epochs": cfg.sweep_epochs or cfg.epochs, "data": data_ref,
-                      "config": config_to_dict(cfg)})
+                      "seed": k, "init_seed": init_seed, "train_seed": train_seed,
+                      "epochs": cfg.sweep_epochs or cfg.epochs, "data": data_ref, "config": config_to_dict(cfg)})
     return specs
 
 
+def _spearman_table(df: pd.DataFrame, x: str, layers, name: str = "rho") -> list[dict]:
+    return [dict(zip(("layer", name, "p"), (l, *spearman(df[x], df[f"gosi_{l}"])))) for l in layers]
+
+
+# =============================================================================== cache (until the runner owns it)
 def _cfg_key(cfg: OrientationConfig, *keys) -> dict:
     d = config_to_dict(cfg)
     return {k: d[k] for k in keys}
@@ -1060,6 +465,139 @@ def _cfg_key(cfg: OrientationConfig, *keys) -> dict:
 
 _TRAIN_KEYS = ("data", "in_size", "max_train", "val_fraction", "max_test", "epochs", "lr", "batch_size",
                "augmentation", "shift", "checkpoint", "grid", "response", "site", "layers", "random_state")
+
+
+def _cached_json(path: Path | None, key: dict):
+    """The ``payload`` stored at ``path`` under ``key``, or None."""
+    if path is not None and path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            return saved
+    return None
+
+
+def _data(cfg: OrientationConfig, cache: Path | None, seed, progress: bool) -> dict:
+    root = _data_root(cfg)
+    key = {**_cfg_key(cfg, "in_size", "max_train", "val_fraction", "max_test", "random_state"), "root": str(root)}
+    data_file = cache / f"data_{cfg.in_size}px.npz" if cache is not None else None
+    meta_file = cache / f"data_{cfg.in_size}px.json" if cache is not None else None
+    if data_file is not None and data_file.is_file() and meta_file.is_file() \
+            and json.loads(meta_file.read_text()) == key:
+        return load_splits(data_file)
+    data = load_imagenette(root, cfg.in_size, max_train=cfg.max_train, val_fraction=cfg.val_fraction,
+                           max_test=cfg.max_test, random_state=seed, progress=progress)
+    if data_file is not None:
+        save_splits(data, data_file)
+        atomic_write_text(meta_file, json.dumps(key))
+    return data
+
+
+# =============================================================================== sections
+def _main_network(cfg, data, grats, cache, seed, progress, res, timings):
+    """B1-B2: train the main network (gOSI per epoch), then gOSI of every channel, shuffle control, test loss."""
+    model = _new_network(data, cfg, seed)
+    key = _cfg_key(cfg, *_TRAIN_KEYS)
+    wfile = cache / "main_model.pt" if cache is not None else None
+    saved = _cached_json(cache / "main_history.json" if cache is not None else None, key)
+    if saved is not None and wfile.is_file():
+        model.load_state_dict(torch.load(wfile, map_location="cpu", weights_only=True))
+        history, info = saved["history"], saved["info"]
+        timings["train_main_cached_seconds"] = info.get("train_seconds", float("nan"))
+        log.info("re-using the cached main network (%s)", wfile)
+    else:
+        history, info = train_network(model, data, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                                      augmentation=cfg.augmentation, shift=cfg.shift, checkpoint=cfg.checkpoint,
+                                      random_state=seed, callbacks=[_gosi_callback(grats, cfg)],
+                                      progress=progress, desc="main network")
+        if wfile is not None:
+            wfile.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), wfile.with_suffix(".tmp"))
+            os.replace(wfile.with_suffix(".tmp"), wfile)
+            atomic_write_text(cache / "main_history.json", json.dumps({"key": key, "history": history,
+                                                                        "info": info}))
+    model.netphys.weights = f"trained(imagenette-{cfg.in_size}px, epoch {info['best_epoch']})"
+    res["history"] = pd.DataFrame(history).set_index("epoch")
+    res["train_info"] = info
+    return model
+
+
+def _selectivity(cfg, model, grats, data, seed, res):
+    resp, g = _measure(model, grats, cfg)
+    res["tuning"] = tuning_array(resp)
+    res["gosi"] = g
+    res["shuffled"] = shuffled_gosi(res["tuning"], random_state=seed, n_shuffles=cfg.n_shuffles)
+    res["layer_summary"] = gosi_by_layer_with_control(g, res["shuffled"], cfg.layers)
+    ev = evaluate(model, split_stimuli(data, "test"), batch_size=cfg.eval_batch_size)
+    res["test"] = {"loss": ev["loss"], "accuracy": ev["top1"], "n": ev["n"]}
+
+
+def _dynamics(cfg, data, grats, cache, seed, progress, res) -> dict:
+    """B3: Spearman correlation of validation loss and mean gOSI over the epochs of training."""
+    same = cfg.dynamics_lr is None or (cfg.dynamics_lr == cfg.lr and (cfg.dynamics_epochs or cfg.epochs)
+                                       == cfg.epochs)
+    if same:
+        hist, note = res["history"], "the main network's own training history"
+    else:
+        key = {**_cfg_key(cfg, *_TRAIN_KEYS), "dynamics_lr": cfg.dynamics_lr, "dynamics_epochs": cfg.dynamics_epochs}
+        hfile = cache / "dynamics_history.json" if cache is not None else None
+        saved = _cached_json(hfile, key)
+        if saved is not None:
+            h = saved["history"]
+        else:
+            h, _ = train_network(_new_network(data, cfg, seed), data, epochs=cfg.dynamics_epochs or cfg.epochs,
+                                 lr=cfg.dynamics_lr, batch_size=cfg.batch_size, augmentation=cfg.augmentation,
+                                 shift=cfg.shift, checkpoint="last", random_state=seed,
+                                 callbacks=[_gosi_callback(grats, cfg)], progress=progress, desc="dynamics network")
+            if hfile is not None:
+                atomic_write_text(hfile, json.dumps({"key": key, "history": h}))
+        hist, note = pd.DataFrame(h).set_index("epoch"), f"a separate network trained at lr {cfg.dynamics_lr:g}"
+    window = hist.loc[1:cfg.spearman_epochs]
+    rho = pd.DataFrame(_spearman_table(window, "val_loss", cfg.layers)).set_index("layer")
+    best = hist.loc[1:, "val_loss"].idxmin()
+    for l in cfg.layers:
+        rho.loc[l, "gosi_epoch0"] = float(hist.loc[0, f"gosi_{l}"])
+        rho.loc[l, "gosi_last"] = float(hist[f"gosi_{l}"].iloc[-1])
+        rho.loc[l, "gosi_best_val"] = float(hist.loc[best, f"gosi_{l}"])
+    return {"history": hist, "spearman": rho, "note": note, "n_epochs": int(len(window))}
+
+
+def _sweep(cfg, data, cache, seed, progress, res, timings):
+    """B3: many networks (augmentation x seeds, label corruption): mean gOSI per layer vs test loss."""
+    from .parallel import get_executor
+
+    data_ref = str(cache / f"data_{cfg.in_size}px.npz") if cache is not None else data
+    specs = _sweep_specs(cfg, data_ref, seed)
+    done, todo = {}, []
+    sdir = cache / "sweep" if cache is not None else None
+    for sp in specs:
+        sp["key"] = {**{k: sp[k] for k in ("init_seed", "train_seed", "epochs")},
+                     **_cfg_key(cfg, *_TRAIN_KEYS, "sweep_checkpoint")}
+        saved = _cached_json(sdir / f"{sp['name']}.json" if sdir is not None else None, sp["key"])
+        if saved is not None:
+            done[sp["name"]] = saved["result"]
+        else:
+            todo.append(sp)
+    if todo:
+        workers = cfg.max_workers or min(len(todo), os.cpu_count() or 1)
+        log.info("training %d sweep networks with backend=%s, %d workers", len(todo), cfg.backend, workers)
+        with get_executor(cfg.backend, workers, threads_per_worker=cfg.threads_per_worker) as ex:
+            results = ex.map(_sweep_job, [{k: v for k, v in sp.items() if k != "key"} for sp in todo],
+                             progress=progress, desc="sweep")
+        for sp, r in zip(todo, results):
+            done[sp["name"]] = r
+            if sdir is not None:
+                atomic_write_text(sdir / f"{sp['name']}.json", json.dumps({"key": sp["key"], "result": r}))
+    sweep = pd.DataFrame([done[sp["name"]] for sp in specs]).set_index("name")
+    if len(todo) < len(specs):
+        timings["sweep_cached_network_seconds"] = float(sum(done[sp["name"]]["seconds"] for sp in specs
+                                                            if sp not in todo))
+    rho = pd.DataFrame(_spearman_table(sweep, "test_loss", cfg.layers, "rho_all")).set_index("layer")
+    rho = rho.rename(columns={"p": "p_all"})
+    clean, cor = sweep[sweep["corruption"] == 0], sweep[sweep["augmentation"] == "none"]
+    for l in cfg.layers:
+        rho.loc[l, "rho_augmentation"], rho.loc[l, "p_augmentation"] = spearman(clean["test_loss"], clean[f"gosi_{l}"])
+        rho.loc[l, "rho_corruption"], rho.loc[l, "p_corruption"] = spearman(cor["corruption"], cor[f"gosi_{l}"])
+    res["sweep"], res["sweep_rho"], res["sweep_backend"] = sweep, rho, cfg.backend
 
 
 def run_orientation(cfg: OrientationConfig | None = None, out=None, *, progress: bool = True) -> dict:
@@ -1077,8 +615,8 @@ def run_orientation(cfg: OrientationConfig | None = None, out=None, *, progress:
     Returns
     -------
     dict
-        ``config``; ``history`` (DataFrame per epoch: losses, val accuracy, mean gOSI and selective
-        fraction per layer); ``gosi`` (Dataset per channel of the analysed network) and
+        ``config``; ``history`` (DataFrame per epoch: losses, val accuracy ``val_top1``, mean gOSI
+        and selective fraction per layer); ``gosi`` (Dataset per channel of the analysed network) and
         ``shuffled``; ``tuning`` (the tuning array, for example curves); ``layer_summary``;
         ``test`` (loss, accuracy); ``dynamics`` (DataFrame and Spearman per layer); ``sweep``
         (DataFrame per network) and ``sweep_rho``; ``ablation`` (DataFrame); ``invariance``
@@ -1104,176 +642,41 @@ def _run_orientation(cfg: OrientationConfig, out, progress: bool) -> dict:
     s_data, s_main, s_dyn, s_sweep, s_abl, s_inv, s_shuf = spawn_seeds(cfg.random_state, 7)
     timings: dict = {}
     res: dict = {"config": cfg, "timings": timings}
-    needs_net = {"selectivity", "dynamics", "ablation", "invariance"} & set(cfg.parts)
-    needs_data = needs_net or "sweep" in cfg.parts
-    data = None
-    if needs_data:
+
+    def timed(name, fn, *args):
         t0 = time.time()
-        root = _data_root(cfg)
-        data_file = cache / f"data_{cfg.in_size}px.npz" if cache is not None else None
-        key = {**_cfg_key(cfg, "in_size", "max_train", "val_fraction", "max_test", "random_state"),
-               "root": str(root)}
-        meta_file = cache / f"data_{cfg.in_size}px.json" if cache is not None else None
-        if data_file is not None and data_file.is_file() and meta_file.is_file() \
-                and json.loads(meta_file.read_text()) == key:
-            data = _data_from(data_file)
-        else:
-            data = load_imagenette(root, cfg.in_size, max_train=cfg.max_train, val_fraction=cfg.val_fraction,
-                                   max_test=cfg.max_test, random_state=s_data, progress=progress)
-            if data_file is not None:
-                _save_data(data, data_file)
-                atomic_write_text(meta_file, json.dumps(key))
-        timings["data"] = time.time() - t0
+        value = fn(*args)
+        timings[name] = time.time() - t0
+        return value
+
+    needs_net = {"selectivity", "dynamics", "ablation", "invariance"} & set(cfg.parts)
+    data = model = None
+    if needs_net or "sweep" in cfg.parts:
+        data = timed("data", _data, cfg, cache, s_data, progress)
         res["n_images"] = {k: int(len(data[f"y_{k}"])) for k in ("train", "val", "test")}
     pre = data["preprocess"] if data is not None else Preprocess(resize=cfg.in_size, crop=cfg.in_size)
-    grats = _make_gratings(cfg, pre)
-    model = None
+    grats = _gratings(cfg, pre)
     if needs_net:
-        t0 = time.time()
-        model = reference_cnn(len(data["class_names"]), cfg.in_size, random_state=s_main, preprocess=pre,
-                              device=cfg.device or "cpu")
-        key = _cfg_key(cfg, *_TRAIN_KEYS)
-        wfile = cache / "main_model.pt" if cache is not None else None
-        hfile = cache / "main_history.json" if cache is not None else None
-        if wfile is not None and wfile.is_file() and hfile.is_file() \
-                and json.loads(hfile.read_text()).get("key") == key:
-            model.load_state_dict(torch.load(wfile, map_location="cpu", weights_only=True))
-            saved = json.loads(hfile.read_text())
-            history, info = saved["history"], saved["info"]
-            timings["train_main_cached_seconds"] = info.get("train_seconds", float("nan"))
-            log.info("re-using the cached main network (%s)", wfile)
-        else:
-            history, info = fit_network(model, data, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                                        augmentation=cfg.augmentation, shift=cfg.shift,
-                                        checkpoint=cfg.checkpoint, random_state=s_main,
-                                        on_epoch=_gosi_callback(grats, cfg), progress=progress,
-                                        desc="main network")
-            if wfile is not None:
-                wfile.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(model.state_dict(), wfile.with_suffix(".tmp"))
-                os.replace(wfile.with_suffix(".tmp"), wfile)
-                atomic_write_text(hfile, json.dumps({"key": key, "history": history, "info": info}))
-        model.netphys.weights = f"trained(imagenette-{cfg.in_size}px, epoch {info['best_epoch']})"
-        res["history"] = pd.DataFrame(history).set_index("epoch")
-        res["train_info"] = info
-        timings["train_main"] = time.time() - t0
-        resp, g = _measure(model, grats, cfg)
-        res["tuning"] = tuning_array(resp)
-        res["gosi"] = g
-        res["shuffled"] = shuffled_gosi(res["tuning"], random_state=s_shuf, n_shuffles=cfg.n_shuffles)
-        res["layer_summary"] = _with_shuffled(g, res["shuffled"], cfg.layers)
-        test = _stimuli(data["x_test"], data["y_test"], pre, data["class_names"], "test")
-        from ..train import evaluate
-
-        ev = evaluate(model, test, batch_size=cfg.eval_batch_size)
-        res["test"] = {"loss": ev["loss"], "accuracy": ev["top1"], "n": ev["n"]}
-    # ------------------------------------------------------------------ dynamics
+        model = timed("train_main", _main_network, cfg, data, grats, cache, s_main, progress, res, timings)
+        _selectivity(cfg, model, grats, data, s_shuf, res)
     if "dynamics" in cfg.parts:
-        t0 = time.time()
-        same = cfg.dynamics_lr is None or (cfg.dynamics_lr == cfg.lr and (cfg.dynamics_epochs or cfg.epochs)
-                                           == cfg.epochs)
-        if same:
-            hist = res["history"]
-            dyn_note = "the main network's own training history"
-        else:
-            key = {**_cfg_key(cfg, *_TRAIN_KEYS), "dynamics_lr": cfg.dynamics_lr,
-                   "dynamics_epochs": cfg.dynamics_epochs}
-            hfile = cache / "dynamics_history.json" if cache is not None else None
-            if hfile is not None and hfile.is_file() and json.loads(hfile.read_text()).get("key") == key:
-                h = json.loads(hfile.read_text())["history"]
-            else:
-                dyn = reference_cnn(len(data["class_names"]), cfg.in_size, random_state=s_dyn, preprocess=pre,
-                                    device=cfg.device or "cpu")
-                h, _ = fit_network(dyn, data, epochs=cfg.dynamics_epochs or cfg.epochs, lr=cfg.dynamics_lr,
-                                   batch_size=cfg.batch_size, augmentation=cfg.augmentation, shift=cfg.shift,
-                                   checkpoint="last", random_state=s_dyn, on_epoch=_gosi_callback(grats, cfg),
-                                   progress=progress, desc="dynamics network")
-                if hfile is not None:
-                    atomic_write_text(hfile, json.dumps({"key": key, "history": h}))
-            hist = pd.DataFrame(h).set_index("epoch")
-            dyn_note = f"a separate network trained at lr {cfg.dynamics_lr:g}"
-        window = hist.loc[1:cfg.spearman_epochs]
-        rho = []
-        for l in cfg.layers:
-            r, p = _spearman(window["val_loss"], window[f"gosi_{l}"])
-            rho.append({"layer": l, "rho": r, "p": p, "gosi_epoch0": float(hist.loc[0, f"gosi_{l}"]),
-                        "gosi_last": float(hist[f"gosi_{l}"].iloc[-1]),
-                        "gosi_best_val": float(hist.loc[hist.loc[1:, "val_loss"].idxmin(), f"gosi_{l}"])})
-        res["dynamics"] = {"history": hist, "spearman": pd.DataFrame(rho).set_index("layer"),
-                           "note": dyn_note, "n_epochs": int(len(window))}
-        timings["dynamics"] = time.time() - t0
-    # ------------------------------------------------------------------ sweep
+        res["dynamics"] = timed("dynamics", _dynamics, cfg, data, grats, cache, s_dyn, progress, res)
     if "sweep" in cfg.parts:
-        t0 = time.time()
-        from .parallel import get_executor
-
-        if cache is not None:
-            data_ref = str(cache / f"data_{cfg.in_size}px.npz")
-        else:
-            data_ref = data
-        specs = _sweep_specs(cfg, data_ref, s_sweep)
-        done, todo = {}, []
-        sdir = cache / "sweep" if cache is not None else None
-        for sp in specs:
-            f = sdir / f"{sp['name']}.json" if sdir is not None else None
-            key = {k: sp[k] for k in ("init_seed", "train_seed", "epochs")}
-            key.update(_cfg_key(cfg, *_TRAIN_KEYS, "sweep_checkpoint"))
-            sp["key"] = key
-            if f is not None and f.is_file() and json.loads(f.read_text()).get("key") == key:
-                done[sp["name"]] = json.loads(f.read_text())["result"]
-            else:
-                todo.append(sp)
-        if todo:
-            workers = cfg.max_workers or min(len(todo), os.cpu_count() or 1)
-            log.info("training %d sweep networks with backend=%s, %d workers", len(todo), cfg.backend, workers)
-            with get_executor(cfg.backend, workers, threads_per_worker=cfg.threads_per_worker) as ex:
-                results = ex.map(_sweep_job, [{k: v for k, v in sp.items() if k != "key"} for sp in todo],
-                                 progress=progress, desc="sweep")
-            for sp, r in zip(todo, results):
-                done[sp["name"]] = r
-                if sdir is not None:
-                    atomic_write_text(sdir / f"{sp['name']}.json", json.dumps({"key": sp["key"], "result": r}))
-        sweep = pd.DataFrame([done[sp["name"]] for sp in specs]).set_index("name")
-        if len(todo) < len(specs):
-            timings["sweep_cached_network_seconds"] = float(sum(done[sp["name"]]["seconds"] for sp in specs
-                                                                if sp not in todo))
-        rho = []
-        for l in cfg.layers:
-            r, p = _spearman(sweep["test_loss"], sweep[f"gosi_{l}"])
-            aug = sweep[sweep["corruption"] == 0]
-            r_aug, p_aug = _spearman(aug["test_loss"], aug[f"gosi_{l}"])
-            cor = sweep[sweep["augmentation"] == "none"]
-            r_cor, p_cor = _spearman(cor["corruption"], cor[f"gosi_{l}"])
-            rho.append({"layer": l, "rho_all": r, "p_all": p, "rho_augmentation": r_aug, "p_augmentation": p_aug,
-                        "rho_corruption": r_cor, "p_corruption": p_cor})
-        res["sweep"] = sweep
-        res["sweep_rho"] = pd.DataFrame(rho).set_index("layer")
-        res["sweep_backend"] = cfg.backend
-        timings["sweep"] = time.time() - t0
-    # ------------------------------------------------------------------ ablation
-    if "ablation" in cfg.parts:
-        t0 = time.time()
-        test = _stimuli(data["x_test"], data["y_test"], pre, data["class_names"], "test")
-        res["ablation"] = ablation_effects(model, test, res["gosi"], cfg.layers, fraction=cfg.ablation_fraction,
-                                           n_random=cfg.ablation_random, site=cfg.site, random_state=s_abl,
-                                           batch_size=cfg.eval_batch_size, progress=progress)
-        timings["ablation"] = time.time() - t0
-    # ------------------------------------------------------------------ invariance
-    if "invariance" in cfg.parts:
-        t0 = time.time()
-        test = _stimuli(data["x_test"], data["y_test"], pre, data["class_names"], "test")
-        inv = invariance_effects(model, test, res["gosi"], cfg.layers, cfg.invariance_ablate,
-                                 units=cfg.invariance_units, fraction=cfg.ablation_fraction,
-                                 control=cfg.invariance_control, shift=cfg.invariance_shift,
-                                 threshold=cfg.invariance_threshold, site=cfg.site, random_state=s_inv,
-                                 batch_size=cfg.eval_batch_size)
-        res["invariance"], res["invariance_tests"], res["invariance_units"] = inv
-        timings["invariance"] = time.time() - t0
-    # ------------------------------------------------------------------ V1
+        timed("sweep", _sweep, cfg, data, cache, s_sweep, progress, res, timings)
+    if "ablation" in cfg.parts:  # B4
+        res["ablation"] = timed("ablation", lambda: ablation_effects(
+            model, split_stimuli(data, "test"), res["gosi"], cfg.layers, fraction=cfg.ablation_fraction,
+            n_random=cfg.ablation_random, site=cfg.site, random_state=s_abl, batch_size=cfg.eval_batch_size,
+            progress=progress))
+    if "invariance" in cfg.parts:  # B5
+        res["invariance"], res["invariance_tests"], res["invariance_units"] = timed("invariance", lambda: (
+            invariance_effects(model, split_stimuli(data, "test"), res["gosi"], cfg.layers, cfg.invariance_ablate,
+                               units=cfg.invariance_units, fraction=cfg.ablation_fraction,
+                               control=cfg.invariance_control, shift=cfg.invariance_shift,
+                               threshold=cfg.invariance_threshold, site=cfg.site, random_state=s_inv,
+                               batch_size=cfg.eval_batch_size)))
     if "v1" in cfg.parts:
-        t0 = time.time()
-        res["v1"] = load_v1_gosi(cfg)
-        timings["v1"] = time.time() - t0
+        res["v1"] = timed("v1", _load_v1, cfg)
     res["seconds"] = time.time() - t_start
     if out is not None:
         _write_results(res, out)
@@ -1332,239 +735,6 @@ def summary(res: dict) -> dict:
                        "median_gosi": round(float(d["gosi"].median()), 4),
                        "frac_selective": round(float(selective_fraction(d)), 4)} for k, d in res["v1"].items()}
     return s
-
-
-# =============================================================================== plots
-def _layer_colors(layers):
-    import matplotlib.pyplot as plt
-
-    cmap = plt.get_cmap("viridis")
-    return {l: cmap(i / max(1, len(layers) - 1) * 0.9) for i, l in enumerate(layers)}
-
-
-def plot_dynamics(history: pd.DataFrame, spearman: pd.DataFrame, layers=None, *, epochs: int | None = None):
-    """Fig. 3: losses and mean gOSI per layer over epochs; validation loss vs mean gOSI per layer
-    (one point per epoch, first ``epochs``); Spearman rho per layer.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    layers = list(layers or spearman.index)
-    cols = _layer_colors(layers)
-    n = len(layers)
-    fig = plt.figure(figsize=(max(10.0, 1.9 * n), 8.2), layout="constrained")
-    gs = fig.add_gridspec(3, n)
-    ax_loss = fig.add_subplot(gs[0, : n // 2])
-    ax_g = fig.add_subplot(gs[0, n // 2:])
-    ep = history.index.values
-    ax_loss.plot(ep[1:], history["train_loss"].values[1:], color="0.4", label="training loss")
-    ax_loss.plot(ep, history["val_loss"].values, color="k", label="validation loss")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("cross-entropy")
-    ax_loss.legend(frameon=False, fontsize=8)
-    ax_loss.set_title("a  loss", loc="left", fontsize=10)
-    for l in layers:
-        ax_g.plot(ep, history[f"gosi_{l}"].values, color=cols[l], label=l)
-    ax_g.set_xlabel("epoch (0 = initialisation)")
-    ax_g.set_ylabel("mean gOSI")
-    ax_g.legend(frameon=False, fontsize=7, ncols=2)
-    ax_g.set_title("a  mean gOSI per layer", loc="left", fontsize=10)
-    win = history.loc[1:epochs] if epochs else history.loc[1:]
-    for j, l in enumerate(layers):
-        a = fig.add_subplot(gs[1, j])
-        a.scatter(win["val_loss"], win[f"gosi_{l}"], c=win.index.values, cmap="Greys", s=14,
-                  edgecolor=cols[l], linewidths=0.8)
-        a.set_title(l, fontsize=9)
-        a.tick_params(labelsize=7)
-        a.set_xlabel("val. loss", fontsize=8)
-        if j == 0:
-            a.set_ylabel("mean gOSI", fontsize=8)
-            a.text(-0.5, 1.15, "b", transform=a.transAxes, fontsize=10)
-    ax_r = fig.add_subplot(gs[2, :])
-    rho = spearman.loc[layers, "rho"].values
-    ax_r.bar(np.arange(n), rho, color=[cols[l] for l in layers])
-    for i, (r, p) in enumerate(zip(rho, spearman.loc[layers, "p"].values)):
-        if np.isfinite(p) and p < 0.05:
-            ax_r.text(i, r + (0.03 if r >= 0 else -0.08), "*", ha="center", fontsize=12)
-    ax_r.axhline(0, color="k", lw=0.8)
-    ax_r.set_xticks(np.arange(n), layers)
-    ax_r.set_ylim(-1.1, 1.1)
-    ax_r.set_ylabel("Spearman rho\n(val. loss, mean gOSI)")
-    ax_r.set_title("c  correlation over epochs (* p < 0.05)", loc="left", fontsize=10)
-    return fig
-
-
-def plot_sweep(sweep: pd.DataFrame, rho: pd.DataFrame, layers=None):
-    """Fig. 4: test loss vs mean gOSI per layer (one point per network), Spearman rho per layer,
-    and mean gOSI vs label-corruption rate.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    layers = list(layers or rho.index)
-    n = len(layers)
-    aug_colors = {"none": "tab:gray", "shift": "tab:blue", "flip": "tab:orange", "shift+flip": "tab:green"}
-    fig = plt.figure(figsize=(max(10.0, 1.9 * n), 8.0), layout="constrained")
-    gs = fig.add_gridspec(3, n)
-    cor = sweep[sweep["augmentation"] == "none"].sort_values("corruption")
-    for j, l in enumerate(layers):
-        a = fig.add_subplot(gs[0, j])
-        for aug, grp in sweep.groupby("augmentation"):
-            clean = grp[grp["corruption"] == 0]
-            a.scatter(clean["test_loss"], clean[f"gosi_{l}"], s=16, color=aug_colors.get(aug, "k"),
-                      label=aug)
-        corr = sweep[sweep["corruption"] > 0]
-        a.scatter(corr["test_loss"], corr[f"gosi_{l}"], s=18, marker="x", color="tab:red",
-                  label="label corruption > 0")
-        a.set_title(l, fontsize=9)
-        a.tick_params(labelsize=7)
-        a.ticklabel_format(useOffset=False)
-        a.set_xlabel("test loss", fontsize=8)
-        if j == 0:
-            a.set_ylabel("mean gOSI", fontsize=8)
-            a.text(-0.5, 1.15, "a", transform=a.transAxes, fontsize=10)
-        b = fig.add_subplot(gs[1, j])
-        b.plot(cor["corruption"], cor[f"gosi_{l}"], "o-", color="tab:red", ms=4)
-        b.tick_params(labelsize=7)
-        b.set_xlabel("label corruption", fontsize=8)
-        if j == 0:
-            b.set_ylabel("mean gOSI", fontsize=8)
-            b.text(-0.5, 1.15, "c", transform=b.transAxes, fontsize=10)
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper right", fontsize=7, frameon=False, ncols=5)
-    ax_r = fig.add_subplot(gs[2, :])
-    x = np.arange(n)
-    ax_r.bar(x - 0.2, rho.loc[layers, "rho_all"], width=0.4, color="tab:purple", label="all networks")
-    ax_r.bar(x + 0.2, rho.loc[layers, "rho_augmentation"], width=0.4, color="tab:green",
-             label="clean labels only")
-    ax_r.axhline(0, color="k", lw=0.8)
-    ax_r.set_xticks(x, layers)
-    ax_r.set_ylim(-1.1, 1.1)
-    ax_r.set_ylabel("Spearman rho\n(test loss, mean gOSI)")
-    ax_r.legend(frameon=False, fontsize=8)
-    ax_r.set_title(f"b  correlation over {len(sweep)} networks", loc="left", fontsize=10)
-    return fig
-
-
-def plot_ablation(ablation: pd.DataFrame, *, ax=None):
-    """Fig. 5: change of test loss per layer after ablating the top (red) vs bottom (blue) 50% gOSI
-    units (random halves in grey, mean +- SD); asterisks where top > 2x bottom.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    from ..plotting.style import new_axes
-
-    fig, ax = new_axes(ax, figsize=(6.2, 3.6))
-    layers = list(ablation.index)
-    x = np.arange(len(layers))
-    ax.plot(x, ablation["d_top"], "o-", color="tab:red", label="top 50% gOSI ablated")
-    ax.plot(x, ablation["d_bottom"], "o-", color="tab:blue", label="bottom 50% gOSI ablated")
-    if ablation["d_random"].notna().any():
-        ax.errorbar(x, ablation["d_random"], yerr=ablation["d_random_sd"].fillna(0), fmt="s--", color="0.55",
-                    ms=3, capsize=2, lw=1, label="random 50% (mean +- SD)")
-    top = ablation[["d_top", "d_bottom"]].max(axis=1).values
-    span = float(np.nanmax(np.abs(ablation[["d_top", "d_bottom"]].values))) or 1.0
-    for i, m in enumerate(ablation["marked"].values):
-        if m:
-            ax.text(i, top[i] + 0.05 * span, "*", ha="center", fontsize=14)
-    ax.axhline(0, color="k", lw=0.7)
-    ax.set_xticks(x, layers, rotation=60 if len(layers) > 8 else 0, ha="right" if len(layers) > 8 else "center",
-                  fontsize=8 if len(layers) > 8 else None)
-    ax.set_ylabel("change of test loss")
-    ax.set_xlabel("ablated layer")
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(frameon=False, fontsize=8)
-    return fig
-
-
-def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all"):
-    """Fig. 6: coefficient of variation under shifts per layer (mean +- SEM over units), intact
-    network (black) vs the top-gOSI (red) and bottom-gOSI (blue) halves of a layer ablated; one
-    panel per ablated layer.
-
-    Parameters
-    ----------
-    invariance : pandas.DataFrame
-        The summary of :func:`invariance_effects`.
-    direction : {"all", "horizontal", "vertical", "both"}
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    d = invariance[invariance["direction"] == direction]
-    ablated = [l for l in dict.fromkeys(d["ablated_layer"]) if l != "none"]
-    n = max(1, len(ablated))
-    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.4), squeeze=False, layout="constrained")
-    base = d[d["network"] == "intact"]
-    layers = list(dict.fromkeys(base["layer"]))
-    x = np.arange(len(layers))
-    colors = {"top": "tab:red", "bottom": "tab:blue"}
-    for a, l in zip(axes[0], ablated or [None]):
-        a.errorbar(x, base["mean"], yerr=base["sem"], fmt="o-", color="k", capsize=2, label="no ablation")
-        for k, (group, grp) in enumerate(d[d["ablated_layer"] == l].groupby("group", sort=False)):
-            s = grp.set_index("layer").loc[layers]
-            a.errorbar(x + 0.08 * (k + 1), s["mean"], yerr=s["sem"], fmt="o-", color=colors.get(group, "0.5"),
-                       capsize=2, ms=4, label=f"{group}-gOSI half ablated")
-        a.set_xticks(x, layers, fontsize=8, rotation=60 if len(layers) > 8 else 0,
-                     ha="right" if len(layers) > 8 else "center")
-        a.set_title(f"{l} ablation" if l else "intact", fontsize=9)
-        a.set_ylabel(f"CV under shift ({direction})")
-        a.spines[["top", "right"]].set_visible(False)
-        a.legend(frameon=False, fontsize=7)
-    return fig
-
-
-def plot_v1_comparison(network: xr.Dataset, v1: dict, layers=None, *, threshold: float = THRESHOLD):
-    """gOSI distributions of the network's layers next to V1 populations, with the fraction of
-    selective units (gOSI > ``threshold``) above each box.
-
-    Parameters
-    ----------
-    network : xarray.Dataset
-        :func:`channel_gosi` output (``layer`` coordinate).
-    v1 : dict
-        Population name -> Dataset with a ``gosi`` variable (e.g. from :func:`load_v1_gosi`).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    lay = network["layer"].values
-    layers = list(layers or dict.fromkeys(lay.tolist()))
-    groups = {l: network["gosi"].values[lay == l] for l in layers}
-    groups.update({k: d["gosi"].values for k, d in v1.items()})
-    names = list(groups)
-    fig, ax = plt.subplots(figsize=(1.0 * len(names) + 2.5, 3.8), layout="constrained")
-    rng = np.random.default_rng(0)
-    colors = ["tab:blue"] * len(layers) + ["tab:orange"] * len(v1)
-    for i, (k, v) in enumerate(groups.items()):
-        ax.boxplot([v], positions=[i], widths=0.6, showfliers=False,
-                   medianprops={"color": "k"}, boxprops={"color": colors[i]},
-                   whiskerprops={"color": colors[i]}, capprops={"color": colors[i]})
-        ax.scatter(i + rng.uniform(-0.22, 0.22, v.size), v, s=4, alpha=0.35, color=colors[i], lw=0)
-        ax.text(i, 1.03, f"{100 * np.mean(v > threshold):.0f}%\nn={v.size}", ha="center", va="bottom",
-                fontsize=7)
-    ax.axhline(threshold, color="k", ls="--", lw=0.8)
-    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.18)
-    ax.set_ylabel("gOSI")
-    ax.set_title("same estimator: network channels (blue) and V1 single units (orange); "
-                 f"% with gOSI > {threshold:g}", fontsize=9)
-    ax.spines[["top", "right"]].set_visible(False)
-    return fig
 
 
 # =============================================================================== report
@@ -1717,31 +887,18 @@ def report_orientation(res: dict, out, *, title: str = "Orientation selectivity 
 
 
 def _cfg(config, fast: bool = False) -> OrientationConfig:
+    """The config of a CLI run: a file/dict over the paper defaults, or over :meth:`OrientationConfig.fast`."""
     if isinstance(config, OrientationConfig):
         return config
-    if fast:
-        data = {}
-        if isinstance(config, dict):
-            data = dict(config)
-        elif config is not None:
-            load_config(OrientationConfig, config)  # validates the file and its keys
-            text = Path(config).read_text()
-            if Path(config).suffix == ".toml":
-                import tomllib
-
-                data = tomllib.loads(text)
-            else:
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-        fields = {f.name: f for f in dataclasses.fields(OrientationConfig)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise NetphysError(f"unknown key(s) {unknown} in the config of OrientationConfig; valid keys are: "
-                               + ", ".join(fields))
-        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return OrientationConfig.fast(**data)
-    return load_config(OrientationConfig, config)
+    if not fast:
+        return load_config(OrientationConfig, config)
+    data = read_config_dict(config, "OrientationConfig")
+    fields = [f.name for f in dataclasses.fields(OrientationConfig)]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise NetphysError(f"unknown key(s) {unknown} in the config of OrientationConfig; valid keys are: "
+                           + ", ".join(fields))
+    return OrientationConfig.fast(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def _runner(parts, fast: bool, name: str):
@@ -1838,7 +995,7 @@ def run_default_model(cfg: DefaultModelConfig | None = None, out=None, *, progre
     resp, g = _measure(model, grats, ocfg)
     tun = tuning_array(resp)
     shuf = shuffled_gosi(tun, random_state=s_shuf)
-    summ = _with_shuffled(g, shuf, layers)
+    summ = gosi_by_layer_with_control(g, shuf, layers)
     stim = demo_stimuli(info.preprocess)
     if cfg.n_images < len(stim):
         stim = stim.subsample(n=cfg.n_images, random_state=s_img)
@@ -1847,7 +1004,7 @@ def run_default_model(cfg: DefaultModelConfig | None = None, out=None, *, progre
     inv, _, _ = invariance_effects(model, stim, g, layers, [l for l in cfg.invariance_ablate if l in layers],
                                    units=cfg.invariance_units, fraction=cfg.ablation_fraction, site=cfg.site,
                                    random_state=s_inv)
-    v1 = load_v1_gosi(OrientationConfig()) if cfg.v1 else {}
+    v1 = _load_v1(OrientationConfig()) if cfg.v1 else {}
     seconds = time.time() - t0
     summ.to_csv(out / "gosi_by_layer.csv")
     abl.to_csv(out / "ablation.csv")

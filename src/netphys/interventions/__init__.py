@@ -1,7 +1,8 @@
-"""Interventions that change a network for a ``with`` block (ablation) and the measures made on
-the changed network (shift invariance)."""
+"""Interventions that change a network for a ``with`` block (ablation), the measures made on the
+changed network (shift invariance) and effect tables comparing it with the intact one."""
 from .ablation import ablate_units, layer_channels, split_by_score
+from .effects import ablation_effects, invariance_effects
 from .invariance import DIRECTIONS, cv_by_layer, shift_images, shift_invariance, shifted
 
 __all__ = ["ablate_units", "layer_channels", "split_by_score", "shift_images", "shifted",
-           "shift_invariance", "cv_by_layer", "DIRECTIONS"]
+           "shift_invariance", "cv_by_layer", "DIRECTIONS", "ablation_effects", "invariance_effects"]

@@ -1,5 +1,6 @@
-"""Figures for orientation selectivity: tuning curves (Ukita 2019, Fig. 1) and gOSI histograms
-with the shuffle control (Figs. 2, A4).
+"""Figures for orientation selectivity: tuning curves (Ukita 2019, Fig. 1), gOSI histograms with
+the shuffle control (Figs. 2, A4), training dynamics (Fig. 3), the generalisation sweep (Fig. 4),
+ablation (Fig. 5), shift invariance (Fig. 6) and network vs V1.
 
 The functions take results computed by :mod:`netphys.stats.selectivity`, draw them, and return the
 Figure; they never show or save it.
@@ -10,13 +11,15 @@ import numbers
 from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from matplotlib.ticker import MaxNLocator
 
 from .._validation import check_int, param_error
-from ..stats.selectivity import TUNING_DIMS, gosi as _gosi, orientation_vector
+from ..stats.selectivity import THRESHOLD, TUNING_DIMS, gosi as _gosi, orientation_vector
 
-__all__ = ["plot_tuning_curves", "plot_gosi_histograms"]
+__all__ = ["plot_tuning_curves", "plot_gosi_histograms", "plot_dynamics", "plot_sweep", "plot_ablation",
+           "plot_invariance", "plot_v1_comparison"]
 
 #: Colours of the paper's histograms: gratings in red, shuffled control in blue.
 GRATING_COLOR = "tab:red"
@@ -326,4 +329,237 @@ def plot_gosi_histograms(gosi_by_layer, shuffled_by_layer=None, threshold: float
                    frameon=False)
     else:
         axes[0].legend(fontsize=7, frameon=False, loc="center right")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------- experiments
+def _layer_colors(layers):
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("viridis")
+    return {l: cmap(i / max(1, len(layers) - 1) * 0.9) for i, l in enumerate(layers)}
+
+
+def plot_dynamics(history: pd.DataFrame, spearman: pd.DataFrame, layers=None, *, epochs: int | None = None):
+    """Fig. 3: losses and mean gOSI per layer over epochs; validation loss vs mean gOSI per layer
+    (one point per epoch, first ``epochs``); Spearman rho per layer.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    layers = list(layers or spearman.index)
+    cols = _layer_colors(layers)
+    n = len(layers)
+    fig = plt.figure(figsize=(max(10.0, 1.9 * n), 8.2), layout="constrained")
+    gs = fig.add_gridspec(3, n)
+    ax_loss = fig.add_subplot(gs[0, : n // 2])
+    ax_g = fig.add_subplot(gs[0, n // 2:])
+    ep = history.index.values
+    ax_loss.plot(ep[1:], history["train_loss"].values[1:], color="0.4", label="training loss")
+    ax_loss.plot(ep, history["val_loss"].values, color="k", label="validation loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.legend(frameon=False, fontsize=8)
+    ax_loss.set_title("a  loss", loc="left", fontsize=10)
+    for l in layers:
+        ax_g.plot(ep, history[f"gosi_{l}"].values, color=cols[l], label=l)
+    ax_g.set_xlabel("epoch (0 = initialisation)")
+    ax_g.set_ylabel("mean gOSI")
+    ax_g.legend(frameon=False, fontsize=7, ncols=2)
+    ax_g.set_title("a  mean gOSI per layer", loc="left", fontsize=10)
+    win = history.loc[1:epochs] if epochs else history.loc[1:]
+    for j, l in enumerate(layers):
+        a = fig.add_subplot(gs[1, j])
+        a.scatter(win["val_loss"], win[f"gosi_{l}"], c=win.index.values, cmap="Greys", s=14,
+                  edgecolor=cols[l], linewidths=0.8)
+        a.set_title(l, fontsize=9)
+        a.tick_params(labelsize=7)
+        a.set_xlabel("val. loss", fontsize=8)
+        if j == 0:
+            a.set_ylabel("mean gOSI", fontsize=8)
+            a.text(-0.5, 1.15, "b", transform=a.transAxes, fontsize=10)
+    ax_r = fig.add_subplot(gs[2, :])
+    rho = spearman.loc[layers, "rho"].values
+    ax_r.bar(np.arange(n), rho, color=[cols[l] for l in layers])
+    for i, (r, p) in enumerate(zip(rho, spearman.loc[layers, "p"].values)):
+        if np.isfinite(p) and p < 0.05:
+            ax_r.text(i, r + (0.03 if r >= 0 else -0.08), "*", ha="center", fontsize=12)
+    ax_r.axhline(0, color="k", lw=0.8)
+    ax_r.set_xticks(np.arange(n), layers)
+    ax_r.set_ylim(-1.1, 1.1)
+    ax_r.set_ylabel("Spearman rho\n(val. loss, mean gOSI)")
+    ax_r.set_title("c  correlation over epochs (* p < 0.05)", loc="left", fontsize=10)
+    return fig
+
+
+def plot_sweep(sweep: pd.DataFrame, rho: pd.DataFrame, layers=None):
+    """Fig. 4: test loss vs mean gOSI per layer (one point per network), Spearman rho per layer,
+    and mean gOSI vs label-corruption rate.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    layers = list(layers or rho.index)
+    n = len(layers)
+    aug_colors = {"none": "tab:gray", "shift": "tab:blue", "flip": "tab:orange", "shift+flip": "tab:green"}
+    fig = plt.figure(figsize=(max(10.0, 1.9 * n), 8.0), layout="constrained")
+    gs = fig.add_gridspec(3, n)
+    cor = sweep[sweep["augmentation"] == "none"].sort_values("corruption")
+    for j, l in enumerate(layers):
+        a = fig.add_subplot(gs[0, j])
+        for aug, grp in sweep.groupby("augmentation"):
+            clean = grp[grp["corruption"] == 0]
+            a.scatter(clean["test_loss"], clean[f"gosi_{l}"], s=16, color=aug_colors.get(aug, "k"),
+                      label=aug)
+        corr = sweep[sweep["corruption"] > 0]
+        a.scatter(corr["test_loss"], corr[f"gosi_{l}"], s=18, marker="x", color="tab:red",
+                  label="label corruption > 0")
+        a.set_title(l, fontsize=9)
+        a.tick_params(labelsize=7)
+        a.ticklabel_format(useOffset=False)
+        a.set_xlabel("test loss", fontsize=8)
+        if j == 0:
+            a.set_ylabel("mean gOSI", fontsize=8)
+            a.text(-0.5, 1.15, "a", transform=a.transAxes, fontsize=10)
+        b = fig.add_subplot(gs[1, j])
+        b.plot(cor["corruption"], cor[f"gosi_{l}"], "o-", color="tab:red", ms=4)
+        b.tick_params(labelsize=7)
+        b.set_xlabel("label corruption", fontsize=8)
+        if j == 0:
+            b.set_ylabel("mean gOSI", fontsize=8)
+            b.text(-0.5, 1.15, "c", transform=b.transAxes, fontsize=10)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper right", fontsize=7, frameon=False, ncols=5)
+    ax_r = fig.add_subplot(gs[2, :])
+    x = np.arange(n)
+    ax_r.bar(x - 0.2, rho.loc[layers, "rho_all"], width=0.4, color="tab:purple", label="all networks")
+    ax_r.bar(x + 0.2, rho.loc[layers, "rho_augmentation"], width=0.4, color="tab:green",
+             label="clean labels only")
+    ax_r.axhline(0, color="k", lw=0.8)
+    ax_r.set_xticks(x, layers)
+    ax_r.set_ylim(-1.1, 1.1)
+    ax_r.set_ylabel("Spearman rho\n(test loss, mean gOSI)")
+    ax_r.legend(frameon=False, fontsize=8)
+    ax_r.set_title(f"b  correlation over {len(sweep)} networks", loc="left", fontsize=10)
+    return fig
+
+
+def plot_ablation(ablation: pd.DataFrame, *, ax=None):
+    """Fig. 5: change of test loss per layer after ablating the top (red) vs bottom (blue) 50% gOSI
+    units (random halves in grey, mean +- SD); asterisks where top > 2x bottom.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from .style import new_axes
+
+    fig, ax = new_axes(ax, figsize=(6.2, 3.6))
+    layers = list(ablation.index)
+    x = np.arange(len(layers))
+    ax.plot(x, ablation["d_top"], "o-", color="tab:red", label="top 50% gOSI ablated")
+    ax.plot(x, ablation["d_bottom"], "o-", color="tab:blue", label="bottom 50% gOSI ablated")
+    if ablation["d_random"].notna().any():
+        ax.errorbar(x, ablation["d_random"], yerr=ablation["d_random_sd"].fillna(0), fmt="s--", color="0.55",
+                    ms=3, capsize=2, lw=1, label="random 50% (mean +- SD)")
+    top = ablation[["d_top", "d_bottom"]].max(axis=1).values
+    span = float(np.nanmax(np.abs(ablation[["d_top", "d_bottom"]].values))) or 1.0
+    for i, m in enumerate(ablation["marked"].values):
+        if m:
+            ax.text(i, top[i] + 0.05 * span, "*", ha="center", fontsize=14)
+    ax.axhline(0, color="k", lw=0.7)
+    ax.set_xticks(x, layers, rotation=60 if len(layers) > 8 else 0, ha="right" if len(layers) > 8 else "center",
+                  fontsize=8 if len(layers) > 8 else None)
+    ax.set_ylabel("change of test loss")
+    ax.set_xlabel("ablated layer")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all"):
+    """Fig. 6: coefficient of variation under shifts per layer (mean +- SEM over units), intact
+    network (black) vs the top-gOSI (red) and bottom-gOSI (blue) halves of a layer ablated; one
+    panel per ablated layer.
+
+    Parameters
+    ----------
+    invariance : pandas.DataFrame
+        The summary of :func:`netphys.interventions.invariance_effects`.
+    direction : {"all", "horizontal", "vertical", "both"}
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    d = invariance[invariance["direction"] == direction]
+    ablated = [l for l in dict.fromkeys(d["ablated_layer"]) if l != "none"]
+    n = max(1, len(ablated))
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.4), squeeze=False, layout="constrained")
+    base = d[d["network"] == "intact"]
+    layers = list(dict.fromkeys(base["layer"]))
+    x = np.arange(len(layers))
+    colors = {"top": "tab:red", "bottom": "tab:blue"}
+    for a, l in zip(axes[0], ablated or [None]):
+        a.errorbar(x, base["mean"], yerr=base["sem"], fmt="o-", color="k", capsize=2, label="no ablation")
+        for k, (group, grp) in enumerate(d[d["ablated_layer"] == l].groupby("group", sort=False)):
+            s = grp.set_index("layer").loc[layers]
+            a.errorbar(x + 0.08 * (k + 1), s["mean"], yerr=s["sem"], fmt="o-", color=colors.get(group, "0.5"),
+                       capsize=2, ms=4, label=f"{group}-gOSI half ablated")
+        a.set_xticks(x, layers, fontsize=8, rotation=60 if len(layers) > 8 else 0,
+                     ha="right" if len(layers) > 8 else "center")
+        a.set_title(f"{l} ablation" if l else "intact", fontsize=9)
+        a.set_ylabel(f"CV under shift ({direction})")
+        a.spines[["top", "right"]].set_visible(False)
+        a.legend(frameon=False, fontsize=7)
+    return fig
+
+
+def plot_v1_comparison(network: xr.Dataset, v1: dict, layers=None, *, threshold: float = THRESHOLD):
+    """gOSI distributions of the network's layers next to V1 populations, with the fraction of
+    selective units (gOSI > ``threshold``) above each box.
+
+    Parameters
+    ----------
+    network : xarray.Dataset
+        :func:`netphys.stats.selectivity.channel_gosi` output (``layer`` coordinate).
+    v1 : dict
+        Population name -> Dataset with a ``gosi`` variable (e.g. from :func:`netphys.neural.v1.load_v1_gosi`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    lay = network["layer"].values
+    layers = list(layers or dict.fromkeys(lay.tolist()))
+    groups = {l: network["gosi"].values[lay == l] for l in layers}
+    groups.update({k: d["gosi"].values for k, d in v1.items()})
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(1.0 * len(names) + 2.5, 3.8), layout="constrained")
+    rng = np.random.default_rng(0)
+    colors = ["tab:blue"] * len(layers) + ["tab:orange"] * len(v1)
+    for i, (k, v) in enumerate(groups.items()):
+        ax.boxplot([v], positions=[i], widths=0.6, showfliers=False,
+                   medianprops={"color": "k"}, boxprops={"color": colors[i]},
+                   whiskerprops={"color": colors[i]}, capprops={"color": colors[i]})
+        ax.scatter(i + rng.uniform(-0.22, 0.22, v.size), v, s=4, alpha=0.35, color=colors[i], lw=0)
+        ax.text(i, 1.03, f"{100 * np.mean(v > threshold):.0f}%\nn={v.size}", ha="center", va="bottom",
+                fontsize=7)
+    ax.axhline(threshold, color="k", ls="--", lw=0.8)
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.18)
+    ax.set_ylabel("gOSI")
+    ax.set_title("same estimator: network channels (blue) and V1 single units (orange); "
+                 f"% with gOSI > {threshold:g}", fontsize=9)
+    ax.spines[["top", "right"]].set_visible(False)
     return fig

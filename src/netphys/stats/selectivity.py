@@ -40,7 +40,8 @@ from .._random import check_random_state
 from .._validation import check_choice, check_finite, check_int, param_error
 
 __all__ = ["tuning_array", "gosi", "shuffled_gosi", "selective_fraction", "sf_dependence",
-           "orientation_vector", "circular_range", "TUNING_DIMS"]
+           "orientation_vector", "circular_range", "TUNING_DIMS", "THRESHOLD", "channel_gosi",
+           "gosi_by_layer", "gosi_by_layer_with_control", "spearman"]
 
 #: The three stimulus dims of a tuning array, in order after ``unit``.
 TUNING_DIMS = ("orientation", "phase", "sf")
@@ -535,3 +536,96 @@ def sf_dependence(tuning: xr.DataArray, peak_fraction: float = 0.5, *, negative:
                                           "peak_fraction": float(peak_fraction)})
     ds["orientation_range"].attrs.update(units="deg", long_name="Range of preferred orientations")
     return ds
+
+
+# ---------------------------------------------------------------------------------------- per layer
+#: The selectivity threshold of the paper (gOSI > 0.33 is "orientation selective").
+THRESHOLD = 0.33
+
+
+def channel_gosi(responses: xr.DataArray, *, negative: str = "rectify") -> xr.Dataset:
+    """gOSI of every unit of a grating recording (``tuning_array`` then :func:`gosi`).
+
+    Parameters
+    ----------
+    responses : xarray.DataArray, dims (stimulus, unit)
+        With stimulus coordinates ``orientation``, ``phase``, ``sf`` (e.g. from
+        :func:`netphys.recording.gratings.grating_responses`).
+    negative : {"rectify", "shift", "raise"}, default "rectify"
+
+    Returns
+    -------
+    xarray.Dataset, dims (unit)
+        The variables of :func:`gosi`; the unit coordinates (``layer``, ``channel`` ...) are kept.
+    """
+    return gosi(tuning_array(responses), negative=negative)
+
+
+def gosi_by_layer(result: xr.Dataset, layers=None, *, threshold: float = THRESHOLD) -> pd.DataFrame:
+    """Mean and median gOSI, fraction selective and number of silent units per layer.
+
+    Parameters
+    ----------
+    result : xarray.Dataset, dims (unit)
+        :func:`gosi` output with a ``layer`` unit coordinate.
+    layers : sequence of str, optional
+        Rows, in this order; default every layer in order of appearance.
+    threshold : float, default 0.33
+        Selective means gOSI strictly greater.
+
+    Returns
+    -------
+    pandas.DataFrame indexed by layer
+        ``mean_gosi``, ``median_gosi``, ``frac_selective``, ``n_units``, ``n_silent`` (units
+        with an all-zero orientation vector, whose gOSI is 0 by convention).
+
+    Raises
+    ------
+    NetphysError
+        If ``result`` lacks ``gosi``/``zero_response``/``layer`` or a requested layer has no unit.
+    """
+    func = "gosi_by_layer"
+    if not isinstance(result, xr.Dataset) or "gosi" not in result or "zero_response" not in result \
+            or "layer" not in result.coords or result["gosi"].dims != ("unit",):
+        raise param_error("result", func, "a gosi() Dataset with dim 'unit' and a 'layer' coordinate",
+                          type(result).__name__)
+    lay = result["layer"].values
+    layers = list(dict.fromkeys(lay.tolist())) if layers is None else list(layers)
+    rows = []
+    for l in layers:
+        sel = lay == l
+        if not sel.any():
+            raise param_error("layers", func, f"layers of the result ({sorted(set(lay.tolist()))})", l)
+        g = result["gosi"].values[sel]
+        z = result["zero_response"].values[sel]
+        rows.append({"layer": l, "mean_gosi": float(g.mean()), "median_gosi": float(np.median(g)),
+                     "frac_selective": selective_fraction(g, threshold), "n_units": int(g.size),
+                     "n_silent": int(z.sum())})
+    return pd.DataFrame(rows).set_index("layer")
+
+
+def gosi_by_layer_with_control(result: xr.Dataset, shuffled: xr.Dataset, layers=None, *,
+                               threshold: float = THRESHOLD) -> pd.DataFrame:
+    """:func:`gosi_by_layer` joined with the shuffle control's ``mean_gosi_shuffled`` and
+    ``frac_selective_shuffled`` (from the first shuffle of :func:`shuffled_gosi`)."""
+    first = shuffled.isel(shuffle=0) if "shuffle" in shuffled.dims else shuffled
+    shuf = gosi_by_layer(first, layers, threshold=threshold)[["mean_gosi", "frac_selective"]]
+    return gosi_by_layer(result, layers, threshold=threshold).join(shuf.add_suffix("_shuffled"))
+
+
+def spearman(x, y) -> tuple[float, float]:
+    """Spearman rank correlation and its two-sided p-value over the pairs where both are finite.
+
+    Returns ``(nan, nan)`` when fewer than 3 finite pairs remain or either side is constant (the
+    correlation is undefined), instead of SciPy's warning.
+    """
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise param_error("y", "spearman", f"a 1-D array of the shape of x {x.shape}", f"shape {y.shape}")
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return float("nan"), float("nan")
+    r = spearmanr(x[ok], y[ok])
+    return float(r.statistic), float(r.pvalue)
