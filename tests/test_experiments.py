@@ -39,7 +39,7 @@ def image_folder(tmp_path_factory):
 def _cfg(folder, **kw):
     base = dict(model="netphys_vgg16", weights="random", images=str(folder), n_images=42, units=12,
                 layers=("conv1_1", "conv2_1", "conv3_1", "fc6"), realisations=2, orientation_units=8,
-                orientation_images=30, corner_units=8, corner_images=25, batch_size=16)
+                orientation_images=30, corner_units=8, corner_images=25, batch_size=16, n_shuffles=4)
     base.update(kw)
     return pd_.Fig3Config(**base)
 
@@ -49,11 +49,18 @@ def test_fig3_runs_and_is_labelled(image_folder, tmp_path):
     assert res["information"].dims == ("network", "realisation", "layer", "feature")
     assert list(res["layer"].values) == ["conv1_1", "conv2_1", "conv3_1", "fc6"]
     v = res["information"]
-    # orientation/corner are not computed for the first two layers
-    assert np.isnan(v.sel(feature="orientation", layer="conv1_1")).all()
-    assert np.isnan(v.sel(feature="corner", layer="conv2_1")).all()
+    # orientation/corner are not computed for the first two layers of the network (conv1_1, conv1_2)
+    assert np.isnan(v.sel(feature=["orientation", "corner"], layer="conv1_1")).all()
     assert np.isfinite(v.sel(feature=["luminosity", "contrast", "category"])).all()
-    assert np.isfinite(v.sel(feature=["orientation", "corner"], layer=["conv3_1", "fc6"])).all()
+    assert np.isfinite(v.sel(feature=["orientation", "corner"], layer=["conv2_1", "conv3_1", "fc6"])).all()
+    # the shuffle null sits next to every estimate, and per-unit values are labelled
+    assert np.isfinite(res["null"].sel(feature="luminosity")).all()
+    u = res["unit_information"]
+    assert u.dims == ("network", "feature", "unit")
+    assert set(np.unique(res["unit_layer"].values)) == {"conv1_1", "conv2_1", "conv3_1", "fc6"}
+    np.testing.assert_allclose(u.sel(network="trained", feature="luminosity")[
+        (res["unit_layer"] == "conv3_1").values & (res["unit_realisation"] == 1).values].mean(),
+        v.sel(network="trained", feature="luminosity", layer="conv3_1", realisation=1), rtol=1e-5)
     assert (tmp_path / "run" / "information.nc").is_file()
     assert (tmp_path / "run" / "information.csv").is_file()
     assert json.loads(res.attrs["config"])["units"] == 12
@@ -64,35 +71,39 @@ def test_fig3_runs_and_is_labelled(image_folder, tmp_path):
 def test_fig3_reproducible_and_resumes_identically(image_folder, tmp_path, monkeypatch):
     cfg = _cfg(image_folder)
     full = pd_.run_fig3(cfg, tmp_path / "a", progress=False)
-    # a run killed after a few layers, then restarted, gives identical numbers
+    # a run killed after a few pieces, then restarted, gives identical numbers
     calls = {"n": 0}
-    real = pd_.layer_information
+    real = pd_.feature_information
 
     def dying(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == 40:   # in the second realisation
             raise KeyboardInterrupt("killed")
         return real(*a, **k)
 
-    monkeypatch.setattr(pd_, "layer_information", dying)
+    monkeypatch.setattr(pd_, "feature_information", dying)
     with pytest.raises(KeyboardInterrupt):
         pd_.run_fig3(cfg, tmp_path / "b", progress=False)
-    n_cached = len(list((tmp_path / "b" / "cache").glob("*.nc")))
-    assert n_cached == 4
-    monkeypatch.setattr(pd_, "layer_information", real)
+    monkeypatch.setattr(pd_, "feature_information", real)
+    # networks x realisations x (4 layers x 3 features + 3 layers x 2 spatial features)
+    n_cells = 2 * 2 * (4 * 3 + 3 * 2)
+    n_stored = len(list((tmp_path / "b" / "cache").rglob("*.npz")))
+    assert n_stored == n_cells // 2   # the first realisation finished before the kill
     calls2 = {"n": 0}
 
     def counting(*a, **k):
         calls2["n"] += 1
         return real(*a, **k)
 
-    monkeypatch.setattr(pd_, "layer_information", counting)
+    monkeypatch.setattr(pd_, "feature_information", counting)
     resumed = pd_.run_fig3(cfg, tmp_path / "b", progress=False)
-    assert calls2["n"] == 2 * 2 * 4 - 4  # only the missing (network, realisation, layer) cells ran
+    assert calls2["n"] == n_cells - n_stored  # only the missing pieces ran
     xr.testing.assert_equal(full["information"], resumed["information"])
+    xr.testing.assert_equal(full["null"], resumed["null"])
     # no cache: same seed, same numbers
     again = pd_.run_fig3(cfg, None, progress=False)
     xr.testing.assert_equal(full["information"], again["information"])
+    xr.testing.assert_equal(full["unit_information"], again["unit_information"])
 
 
 def test_fig3_different_seed_differs(image_folder):
@@ -110,7 +121,9 @@ def test_box_feature_cache_matches_rf_features():
     gray = rng.random((6, 20, 24))
     a = np.array([[0, 5, 0, 5], [3, 9, 4, 10], [10, 20, 0, 24]])
     b = np.array([[3, 9, 4, 10], [0, 20, 0, 24], [2, 4, 6, 8]])      # shares one box with a
-    cache = pd_._BoxFeatureCache()
+    from netphys.features.cache import BoxFeatureCache
+
+    cache = BoxFeatureCache()
     lc, sp = ("luminosity", "contrast"), ("orientation", "corner")
     cache.prefetch(("key",), gray, [(a, lc), (b, lc), (b, sp)], None)
     assert len(cache.store) == 5
@@ -128,7 +141,9 @@ def test_box_feature_cache_matches_rf_features():
 
 def test_select_top_rule():
     s = np.array([[0.1, 0.9, 0.5], [0.2, 0.8, 0.4], [0.3, 0.7, 0.6], [0.0, 1.0, 0.1]])
-    units, imgs = pd_.select_top(s, 2, 2)
+    from netphys.stats.selection import select_top
+
+    units, imgs = select_top(s, 2, 2)
     assert units.tolist() == [1, 2]  # largest mean strength
     assert imgs[:, 0].tolist() == [3, 0] and imgs[:, 1].tolist() == [2, 0]
 
@@ -197,13 +212,15 @@ def test_fig4_figC_figD_fig5_cli(image_folder, tmp_path):
 
     common = (f"model: netphys_vgg16\nweights: random\nimages: {image_folder}\nn_images: 42\nunits: 10\n"
               "layers: [conv1_1, conv3_1]\nrealisations: 1\norientation_units: 6\norientation_images: 20\n"
-              "corner_units: 6\ncorner_images: 20\n")
+              "corner_units: 6\ncorner_images: 20\nn_shuffles: 3\n")
     c4 = _yaml(tmp_path, "f4.yaml", common + "luminosity_l_stars: [1]\ncontrast_l_stars: [1, 2]\n")
     assert main(["run", "prune_distill.fig4", "--config", str(c4), "--out", str(tmp_path / "f4"),
                  "--no-progress"]) == 0
     assert (tmp_path / "f4" / "report.html").is_file() and (tmp_path / "f4" / "fig4.svg").is_file()
-    res = load_dataset_nc(tmp_path / "f4" / "contrast" / "information.nc")
+    res = load_dataset_nc(tmp_path / "f4" / "information.nc")
     assert list(res["network"].values) == ["trained", "random", "hybrid:1", "hybrid:2"]
+    assert np.isnan(res["information"].sel(network="hybrid:2", feature="luminosity")).all()
+    assert np.isfinite(res["information"].sel(network="hybrid:2", feature="contrast")).all()
     cC = _yaml(tmp_path, "fc.yaml", common)
     assert main(["run", "prune_distill.figC", "--config", str(cC), "--out", str(tmp_path / "fc"),
                  "--no-progress"]) == 0
@@ -212,7 +229,7 @@ def test_fig4_figC_figD_fig5_cli(image_folder, tmp_path):
     cD = _yaml(tmp_path, "fd.yaml", common + "models: [[netphys_vgg16, random]]\n")
     assert main(["run", "prune_distill.figD", "--config", str(cD), "--out", str(tmp_path / "fd"),
                  "--no-progress"]) == 0
-    assert (tmp_path / "fd" / "netphys_vgg16" / "fig3.png").is_file()
+    assert (tmp_path / "fd" / "fig3_netphys_vgg16.png").is_file()
     c5 = _yaml(tmp_path, "f5.yaml", f"weights: random\nimages: {image_folder}\nn_images: 42\nlayers: [conv2_1]\n"
                "pool: 20\nn_units: 10\nn_subsamples: 2\nn_train: 8\nn_val: 4\n")
     assert main(["run", "prune_distill.fig5", "--config", str(c5), "--out", str(tmp_path / "f5"),
@@ -238,9 +255,8 @@ def test_fig2_on_user_arrays(tmp_path):
     cfg = Fig2Config(datasets=(f"files:V1={tmp_path / 'V1.npy'},LL={tmp_path / 'LL.npy'}",), n_repeats=5,
                      n_boot=10, min_neurons=6, n_sizes=6)
     res = run_fig2(cfg, tmp_path / "out", progress=False)
-    t = res["table"]
-    assert list(t["area"]) == ["V1", "LL"]
-    assert np.allclose(t["id_full"], 5, rtol=0.2)  # the manifold's dimension, whatever the population
+    assert list(res["area"].values) == ["V1", "LL"]
+    assert np.allclose(res["id_full"], 5, rtol=0.2)  # the manifold's dimension, whatever the population
     assert (tmp_path / "out" / "fig2_asymptotes.csv").is_file()
     plot_fig2(res)
 

@@ -34,10 +34,27 @@ def _cmd_demo(a):
 
 
 def _cmd_run(a):
-    from .experiments.registry import run_experiment
+    from .experiments.runner import run_experiment
 
-    path = run_experiment(a.experiment, config=a.config, out=a.out, progress=not a.no_progress)
-    print(f"report: {path}")
+    run = run_experiment(a.experiment, config=a.config, out=a.out, progress=not a.no_progress,
+                         backend=a.backend, max_workers=a.workers)
+    done = ", ".join(f"{k}: {v['computed']} computed / {v['reused']} reused" for k, v in run.cache.items())
+    print(f"report: {run.report}" + (f"  ({done})" if done else ""))
+    return 0
+
+
+def _cmd_list(a):
+    from .experiments.registry import experiment_names, get_experiment
+
+    for name in experiment_names():
+        print(f"{name:28s} {get_experiment(name).title}")
+    return 0
+
+
+def _cmd_describe(a):
+    from .experiments.runner import describe
+
+    print(describe(a.experiment))
     return 0
 
 
@@ -74,14 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
 
-    r = sub.add_parser("run", help="run an experiment from a config file (YAML/TOML/JSON)")
-    from .experiments.registry import EXPERIMENTS
+    from .experiments.registry import experiment_names
 
-    r.add_argument("experiment", help="one of: " + ", ".join(sorted(EXPERIMENTS)))
+    names = experiment_names()
+    r = sub.add_parser("run", help="run an experiment from a config file (YAML/TOML/JSON)")
+    r.add_argument("experiment", help="one of: " + ", ".join(names))
     r.add_argument("--config", default=None, help="config file; omitted: the paper defaults")
     r.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
+    r.add_argument("--backend", default="serial", choices=("serial", "process", "ray"),
+                   help="executor for independent pieces (results identical to serial)")
+    r.add_argument("--workers", type=int, default=None, help="worker processes for --backend process/ray")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_cmd_run)
+
+    ls = sub.add_parser("list", help="list the registered experiments")
+    ls.set_defaults(func=_cmd_list)
+    de = sub.add_parser("describe", help="show an experiment's config fields and their paper defaults")
+    de.add_argument("experiment", help="one of: " + ", ".join(names))
+    de.set_defaults(func=_cmd_describe)
     return p
 
 

@@ -51,7 +51,7 @@ def run_demo(out="netphys-demo", *, random_state: int = 0, progress: bool = True
     import matplotlib.pyplot as plt
 
     from .population import fig5_summary, plot_fig5, plot_id_layers, run_fig5, run_id_layers
-    from .prune_distill import first_layer_kernel_means, plot_fig3, run_fig3, summary
+    from .prune_distill import _caption, first_layer_kernel_means, plot_fig3, run_fig3, summary
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,14 +89,16 @@ def run_demo(out="netphys-demo", *, random_state: int = 0, progress: bool = True
                  "vs randomly initialised copies; 1000 shipped Imagenette validation images (64 px)")
     rep.heading("Figure 3: single-unit information across layers")
     fig = plot_fig3(r3, inset=inset)
-    rep.figure(fig, "Mean normalised, Panzeri-Treves-corrected information between each unit's activation "
-               "(pre-ReLU) and a feature of its receptive-field patch, per layer, trained (blue) vs random "
-               "(red), mean +- SD over realisations (new units, random weights). Orientation and corner "
-               "are not computed for the first two layers. Inset: mean weight of each first-layer 3x3 "
-               "kernel.", stem=out / "fig3")
+    rep.figure(fig, "Information between each unit's activation (pre-ReLU) and a feature of its "
+               "receptive-field patch, trained (blue) vs random (red). " + _caption(r3)
+               + " Inset: mean weight of each first-layer 3x3 kernel.", stem=out / "fig3")
     plt.close(fig)
     wide = summary(r3).pivot_table(index=["depth", "layer"], columns=["feature", "network"], values="mean")
     rep.table(wide, "layer value U (mean over realisations)")
+    rep.table(summary(r3).pivot_table(index=["depth", "layer"], columns=["feature", "network"], values="null"),
+              "the same estimator after shuffling feature and activation (null)")
+    for w in json.loads(r3.attrs.get("warnings", "[]")):
+        rep.text(w, cls="note")
 
     rep.heading("Figure 5: category information and decoding")
     fig = plot_fig5(r5)

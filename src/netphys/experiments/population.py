@@ -1,9 +1,18 @@
 """Population analyses of Prune and distill: decoding + category information (Fig. 5), intrinsic
-dimension across layers (the "hunchback") and ID vs number of neurons on neural data (Fig. 2)."""
+dimension across layers (the "hunchback") and ID vs number of neurons on neural data (Fig. 2).
+
+Methods (section A of ``METHODS.md``). Fig. 5: a pool of 250 units per layer, 200 random sub-populations
+of 100 units, a linear SVM per sub-population trained on 250 and validated on 50 images per class; the
+category information of the pool's units is the normalised, bias-corrected single-unit information with
+its shuffle null. ID across layers: the TwoNN intrinsic dimension of each layer's population response,
+trained vs random, over independent draws of units. Fig. 2: the TwoNN ID of random sub-populations of
+recorded neurons against their size, with a saturating power-law fit whose asymptote is compared across
+areas.
+"""
 from __future__ import annotations
 
+import hashlib
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,16 +20,52 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .._random import spawn_seeds
-from .._validation import check_int
+from .._validation import check_choice, check_int, param_error
 from ..decoding import decode_layers, decoding_summary
-from ..io import load_dataset, save_dataset
 from ..models import default_layers, load_model, resolve_layer
-from ..recording import provenance, record, unit_table
+from ..models.loading import model_info
+from ..recording import record, sample_units
 from ..stimuli import folder_or_demo
-from .config import config_to_dict, load_config, save_config
+from .base import Experiment
+from .registry import register
 
 log = logging.getLogger(__name__)
+
+CORRECTIONS = ("pt", "qe", "shuffle", "pt+shuffle", "qe+shuffle", "none")
+
+
+def _networks(cfg, ctx, seed_name: str):
+    """``{"trained": model, "random": model}`` with identities registered in the provenance.
+
+    A network is labelled "trained" only when trained weights were loaded (``weights != "random"``).
+    """
+    trained = load_model(cfg.model, cfg.weights)
+    rand = load_model(cfg.model, "random", random_state=ctx.seed(seed_name))
+    first = "trained" if str(cfg.weights) != "random" else "random-weights"
+    ctx.model_identity(trained, first)
+    ctx.model_identity(rand, "random")
+    return {first: trained, "random": rand}
+
+
+def _layer_units(model, layers, n, ctx, input_size, *stream):
+    return pd.concat([sample_units(model, [l], n, input_size=input_size, random_state=ctx.seed("units", *stream, l),
+                                   allow_fewer=True) for l in layers], ignore_index=True)
+
+
+def _stimuli(cfg, ctx, model, seed_name: str):
+    stim = folder_or_demo(cfg.images, model_info(model).preprocess)
+    ctx.stimuli_identity(stim, "images")
+    if cfg.n_images < len(stim):
+        stim = stim.subsample(n=cfg.n_images, random_state=ctx.seed(seed_name))
+    elif cfg.n_images > len(stim):
+        ctx.warn(f"n_images={cfg.n_images} but the image set has {len(stim)} images; all are used")
+    return stim, ctx.stimuli_identity(stim, "images_used")
+
+
+def _layer_coords(model, layers):
+    infos = [resolve_layer(model, l) for l in layers]
+    return {"layer": [li.alias for li in infos], "kind": ("layer", [li.kind for li in infos]),
+            "depth": ("layer", [li.depth for li in infos])}
 
 
 # ----------------------------------------------------------------------------- Fig. 5
@@ -32,7 +77,7 @@ class Fig5Config:
     weights: str = "default"
     images: str | None = None
     n_images: int = 3000
-    layers: tuple | None = None
+    layers: tuple[str, ...] | None = None
     site: str = "pre"
     pool: int = 250
     n_units: int = 100
@@ -42,75 +87,109 @@ class Fig5Config:
     n_classes: int = 10
     C: float = 1.0
     bins: int = 20
+    correction: str = "pt"
+    n_shuffles: int = 20
     random_state: int = 0
     batch_size: int = 100
 
+    def validate(self):
+        f = "Fig5Config"
+        for name, lo in (("n_images", 20), ("pool", 1), ("n_units", 1), ("n_subsamples", 1), ("n_train", 1),
+                         ("n_val", 1), ("n_classes", 2), ("bins", 2), ("n_shuffles", 0), ("random_state", 0),
+                         ("batch_size", 1)):
+            check_int(getattr(self, name), name, f, min_value=lo)
+        check_choice(self.site, "site", f, ("pre", "post"))
+        check_choice(self.correction, "correction", f, CORRECTIONS)
+        if not (self.C > 0 and np.isfinite(self.C)):
+            raise param_error("C", f, "a finite number > 0", self.C)
+        return self
 
-def run_fig5(cfg: Fig5Config | None = None, out=None, *, progress: bool = True) -> xr.Dataset:
-    """Record trained and random networks, decode category per layer and measure category information.
 
-    Returns
-    -------
-    xarray.Dataset
-        ``train_accuracy``, ``val_accuracy`` (network, layer, subsample) and ``category_information``
-        (network, layer): mean normalised, PT-corrected I(category; unit) over the pool.
-    """
-    from ..stats.information import mutual_information
+_FIG5_READS = ("pool", "n_units", "n_subsamples", "n_train", "n_val", "n_classes", "C", "bins", "correction",
+               "n_shuffles", "site")
 
-    cfg = cfg or Fig5Config()
-    check_int(cfg.n_subsamples, "n_subsamples", "Fig5Config", min_value=1)
-    out = Path(out) if out is not None else None
-    if out is not None:
-        save_config(cfg, out / "config_fig5.yaml")
-        f = out / "fig5.nc"
-        if f.is_file():
-            return load_dataset(f)
-    seed_units, seed_w, seed_dec = spawn_seeds(cfg.random_state, 3)
-    trained = load_model(cfg.model, cfg.weights)
-    rand = load_model(cfg.model, "random", random_state=seed_w)
-    pre = trained.netphys.preprocess
-    stim = folder_or_demo(cfg.images, pre)
-    if cfg.n_images < len(stim):
-        stim = stim.subsample(n=cfg.n_images, random_state=seed_units)
-    layers = list(cfg.layers) if cfg.layers else default_layers(trained)
-    t0 = time.time()
-    rec_t = record(trained, stim, layers, units=cfg.pool, site=cfg.site, random_state=seed_units,
-                   allow_fewer=True, batch_size=cfg.batch_size)
-    rec_r = record(rand, stim, units=unit_table(rec_t), site=cfg.site, batch_size=cfg.batch_size)
-    parts = []
-    for name, rec in (("trained", rec_t), ("random", rec_r)):
-        dec = decode_layers(rec, n_train=cfg.n_train, n_val=cfg.n_val, n_classes=cfg.n_classes, pool=cfg.pool,
-                            n_units=cfg.n_units, n_subsamples=cfg.n_subsamples, C=cfg.C,
-                            random_state=seed_dec, progress=progress)
-        cat = []
-        for l in dec["layer"].values:
-            sel = rec.coords["layer"].values == l
-            res = mutual_information(rec.coords["label"].values, rec.values[:, sel].astype(np.float64),
-                                     bins=cfg.bins, x_discrete=True)
-            cat.append(float(np.mean(res.normalized)))
-        dec["category_information"] = ("layer", np.array(cat))
-        parts.append(dec.expand_dims(network=[name]))
-    attrs = dict(parts[0].attrs)
-    res = xr.concat(parts, dim="network", coords="minimal", compat="override")
-    res.attrs = {**attrs, **provenance(trained, config=config_to_dict(cfg), experiment="prune_distill.fig5",
-                                       n_images=len(stim), seconds=round(time.time() - t0, 1))}
-    if out is not None:
-        save_dataset(res, out / "fig5.nc")
-    return res
+
+@register("prune_distill.fig5")
+class Fig5(Experiment):
+    """Figure 5: category information and linear-SVM decoding per layer."""
+
+    Config = Fig5Config
+    title = "Prune and distill, Figure 5: category information and decoding"
+    result_name = "fig5"
+
+    def run(self, cfg, ctx):
+        from .. import decoding
+        from ..stats import information
+        from ..stats.information import mutual_information
+
+        nets = _networks(cfg, ctx, "weights")
+        first = next(iter(nets.values()))
+        stim, stim_id = _stimuli(cfg, ctx, first, "images")
+        layers = list(cfg.layers) if cfg.layers else default_layers(first)
+        layers = [resolve_layer(first, l, "Fig5Config").alias for l in layers]
+        table = _layer_units(first, layers, cfg.pool, ctx, stim.size)
+        labels = stim.coords["label"].values
+        parts = []
+        for name, model in nets.items():
+            ident = ctx.model_identity(model)
+            keys = {l: ctx.key("fig5_layer", reads=_FIG5_READS, estimators=(decoding, information), network=name,
+                               model=ident, stimuli=stim_id["sha256"], layer=l,
+                               units_seed=ctx.seed("units", l)) for l in layers}
+            got = {l: ctx.lookup("fig5_layer", k) for l, k in keys.items()}
+            todo = [l for l in layers if got[l] is None]
+            if todo:
+                with ctx.timer("record"):
+                    rec = record(model, stim, units=table[table["layer"].isin(todo)], site=cfg.site,
+                                 batch_size=cfg.batch_size)
+                for l in ctx.progress(todo, desc=f"fig5 {name}"):
+                    sub = rec[:, rec.coords["layer"].values == l]
+                    with ctx.timer("decoding"):
+                        dec = decode_layers(sub, n_train=cfg.n_train, n_val=cfg.n_val, n_classes=cfg.n_classes,
+                                            pool=cfg.pool, n_units=cfg.n_units, n_subsamples=cfg.n_subsamples,
+                                            C=cfg.C, random_state=ctx.seed("decode", l))
+                    with ctx.timer("information"):
+                        res = mutual_information(labels, sub.values.astype(np.float64), bins=cfg.bins,
+                                                 x_discrete=True, correction=cfg.correction,
+                                                 n_shuffles=cfg.n_shuffles, random_state=ctx.seed("shuffle", name, l))
+                    piece = xr.Dataset(
+                        {"train_accuracy": ("subsample", dec["train_accuracy"].values[0]),
+                         "val_accuracy": ("subsample", dec["val_accuracy"].values[0]),
+                         "n_units": ((), int(dec["n_units"].values[0]) if "n_units" in dec else cfg.n_units),
+                         "category_information": ((), float(np.mean(res.normalized))),
+                         "category_null": ((), float(np.mean(res.null)) if cfg.n_shuffles else np.nan)},
+                        attrs={k: v for k, v in dec.attrs.items() if isinstance(v, (int, float, str))})
+                    got[l] = ctx.store("fig5_layer", keys[l], piece)
+            ds = xr.concat([got[l] for l in layers], dim="layer", combine_attrs="override")
+            parts.append(ds.expand_dims(network=[name]))
+        res = xr.concat(parts, dim="network", combine_attrs="override").assign_coords(_layer_coords(first, layers))
+        res.attrs.update({"model": cfg.model, "weights": cfg.weights, "n_images": len(stim), "pool": cfg.pool})
+        return res
+
+    def tables(self, result):
+        return {"fig5": fig5_summary(result)}
+
+    def figures(self, result, ctx):
+        return [("fig5", plot_fig5(result),
+                 f"A: mean normalised category information per layer (shaded line: shuffle null). B: linear-SVM "
+                 f"validation accuracy (solid, mean +- SD over {result.sizes['subsample']} sub-populations of "
+                 f"{int(result['n_units'].max())} units from a pool of {result.attrs.get('pool')}) and training "
+                 "accuracy (dotted); dashed: chance.")]
 
 
 def fig5_summary(result: xr.Dataset) -> pd.DataFrame:
     frames = []
     for n in result["network"].values:
-        df = decoding_summary(result.sel(network=n))
+        df = decoding_summary(result.sel(network=n)).rename_axis("layer").reset_index()
         df["category_information"] = result["category_information"].sel(network=n).values
+        if "category_null" in result:
+            df["category_null"] = result["category_null"].sel(network=n).values
         df.insert(0, "network", n)
         frames.append(df)
-    return pd.concat(frames)
+    return pd.concat(frames, ignore_index=True)
 
 
 def plot_fig5(result: xr.Dataset, axes=None):
-    """Fig. 5: (A) category information per layer; (B) SVM training/validation accuracy with chance."""
+    """Fig. 5: (A) category information per layer with its null; (B) SVM accuracy with chance."""
     import matplotlib.pyplot as plt
 
     from ..plotting.style import RANDOM, TRAINED, layer_axis, plot_layer_curve
@@ -121,49 +200,30 @@ def plot_fig5(result: xr.Dataset, axes=None):
         fig = axes[0].figure
     layers = list(result["layer"].values)
     kinds = list(result["kind"].values)
-    for n, c in (("trained", TRAINED), ("random", RANDOM)):
-        if n not in result["network"].values:
-            continue
+    x = np.arange(1, len(layers) + 1)
+    for n in result["network"].values:
+        c = RANDOM if n == "random" else TRAINED
         r = result.sel(network=n)
         plot_layer_curve(axes[0], layers, kinds, r["category_information"].values, color=c, label=n)
+        if "category_null" in r and np.isfinite(r["category_null"].values).any():
+            axes[0].plot(x, r["category_null"].values, color=c, lw=3, alpha=0.2, label=f"{n} shuffle null")
         plot_layer_curve(axes[1], layers, kinds, r["val_accuracy"].mean("subsample").values,
                          r["val_accuracy"].std("subsample").values, color=c, label=f"{n} validation")
-        axes[1].plot(np.arange(1, len(layers) + 1), r["train_accuracy"].mean("subsample").values, ":",
-                     color=c, lw=1.2, label=f"{n} training")
+        axes[1].plot(x, r["train_accuracy"].mean("subsample").values, ":", color=c, lw=1.2, label=f"{n} training")
     for ax in axes:
         layer_axis(ax, layers, kinds)
         ax.set_xlabel("layer")
     axes[0].set_ylabel("category information $U^\\ell$")
     axes[0].set_title("A  category information", fontsize=10, loc="left")
-    axes[1].axhline(result.attrs.get("chance", 0.1), color="0.4", ls="--", lw=0.8, label="chance")
+    axes[1].axhline(float(result.attrs.get("chance", 0.1)), color="0.4", ls="--", lw=0.8, label="chance")
     axes[1].set_ylabel("SVM accuracy")
     axes[1].set_ylim(0, 1.02)
     axes[1].set_title(f"B  linear SVM, {int(result['n_units'].max())} units x "
                       f"{result.sizes['subsample']} subsamples", fontsize=10, loc="left")
-    axes[0].legend(frameon=False, fontsize=8)
+    axes[0].legend(frameon=False, fontsize=7)
     axes[1].legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
-
-
-def run_fig5_cli(config=None, out=None, *, progress: bool = True) -> Path:
-    import matplotlib.pyplot as plt
-
-    from ..reports import Report
-
-    cfg = load_config(Fig5Config, config) if not isinstance(config, Fig5Config) else config
-    out = Path(out or "runs/prune_distill.fig5")
-    res = run_fig5(cfg, out, progress=progress)
-    rep = Report("Prune and distill, Figure 5: category information and decoding")
-    fig = plot_fig5(res)
-    rep.figure(fig, "A: mean normalised category information per layer. B: linear-SVM validation accuracy "
-               "(solid, mean +- SD over sub-populations) and training accuracy (dotted); dashed: chance.",
-               stem=out / "fig5")
-    plt.close(fig)
-    rep.table(fig5_summary(res), f"split: {res.attrs['n_train_per_class']} train / {res.attrs['n_val_per_class']} "
-              "validation images per class")
-    rep.json(config_to_dict(cfg), "config")
-    return rep.write(out / "report.html")
 
 
 # ----------------------------------------------------------------------------- ID across layers
@@ -179,7 +239,7 @@ class IDLayersConfig:
     weights: str = "default"
     images: str | None = None
     n_images: int = 1500
-    layers: tuple | None = None
+    layers: tuple[str, ...] | None = None
     site: str = "post"
     units: int = 1000
     realisations: int = 3
@@ -187,47 +247,74 @@ class IDLayersConfig:
     random_state: int = 0
     batch_size: int = 100
 
+    def validate(self):
+        f = "IDLayersConfig"
+        for name, lo in (("n_images", 3), ("units", 2), ("realisations", 1), ("random_state", 0), ("batch_size", 1)):
+            check_int(getattr(self, name), name, f, min_value=lo)
+        check_choice(self.site, "site", f, ("pre", "post"))
+        if not (0 <= self.discard_fraction < 1):
+            raise param_error("discard_fraction", f, "a number in [0, 1)", self.discard_fraction)
+        return self
 
-def run_id_layers(cfg: IDLayersConfig | None = None, out=None, *, progress: bool = True) -> xr.Dataset:
-    """ID per layer for the trained and a random network; Dataset ``id`` (network, realisation, layer)."""
-    from ..stats.dimension import TwoNN
 
-    cfg = cfg or IDLayersConfig()
-    out = Path(out) if out is not None else None
-    if out is not None and (out / "id_layers.nc").is_file():
-        return load_dataset(out / "id_layers.nc")
-    seeds = spawn_seeds(cfg.random_state, cfg.realisations + 1)
-    trained = load_model(cfg.model, cfg.weights)
-    rand = load_model(cfg.model, "random", random_state=seeds[-1])
-    pre = trained.netphys.preprocess
-    stim = folder_or_demo(cfg.images, pre)
-    if cfg.n_images < len(stim):
-        stim = stim.subsample(n=cfg.n_images, random_state=seeds[-1])
-    layers = list(cfg.layers) if cfg.layers else default_layers(trained)
-    ids = np.full((2, cfg.realisations, len(layers)), np.nan)
-    errs = np.full_like(ids, np.nan)
-    t0 = time.time()
-    for r in range(cfg.realisations):
-        rec_t = record(trained, stim, layers, units=cfg.units, site=cfg.site, random_state=seeds[r],
-                       allow_fewer=True, batch_size=cfg.batch_size, progress=progress)
-        rec_r = record(rand, stim, units=unit_table(rec_t), site=cfg.site, batch_size=cfg.batch_size)
-        for ni, rec in enumerate((rec_t, rec_r)):
-            for li, l in enumerate(layers):
-                X = rec.values[:, rec.coords["layer"].values == l].astype(np.float64)
-                est = TwoNN(discard_fraction=cfg.discard_fraction, random_state=seeds[r]).fit(X)
-                ids[ni, r, li] = est.dimension_
-                errs[ni, r, li] = est.dimension_err_
-    infos = [resolve_layer(trained, l) for l in layers]
-    res = xr.Dataset({"id": (("network", "realisation", "layer"), ids),
-                      "id_err": (("network", "realisation", "layer"), errs)},
-                     coords={"network": ["trained", "random"], "realisation": np.arange(cfg.realisations),
-                             "layer": [li.alias for li in infos], "kind": ("layer", [li.kind for li in infos]),
-                             "depth": ("layer", [li.depth for li in infos])},
-                     attrs=provenance(trained, config=config_to_dict(cfg), experiment="prune_distill.id_layers",
-                                      n_images=len(stim), seconds=round(time.time() - t0, 1)))
-    if out is not None:
-        save_dataset(res, out / "id_layers.nc")
-    return res
+@register("prune_distill.id_layers")
+class IDLayers(Experiment):
+    """Intrinsic dimension across layers, trained vs random."""
+
+    Config = IDLayersConfig
+    title = "Intrinsic dimension across layers"
+    result_name = "id_layers"
+
+    def run(self, cfg, ctx):
+        from ..stats import dimension
+        from ..stats.dimension import TwoNN
+
+        nets = _networks(cfg, ctx, "weights")
+        first = next(iter(nets.values()))
+        stim, stim_id = _stimuli(cfg, ctx, first, "images")
+        layers = [resolve_layer(first, l, "IDLayersConfig").alias
+                  for l in (list(cfg.layers) if cfg.layers else default_layers(first))]
+        ids = np.full((len(nets), cfg.realisations, len(layers)), np.nan)
+        errs = np.full_like(ids, np.nan)
+        for r in ctx.progress(range(cfg.realisations), desc="id_layers"):
+            table = _layer_units(first, layers, cfg.units, ctx, stim.size, r)
+            for ni, (name, model) in enumerate(nets.items()):
+                ident = ctx.model_identity(model)
+                keys = {l: ctx.key("id_layer", reads=("units", "site", "discard_fraction"), estimators=(dimension,),
+                                   network=name, model=ident, stimuli=stim_id["sha256"], realisation=r, layer=l,
+                                   units_seed=ctx.seed("units", r, l)) for l in layers}
+                got = {l: ctx.lookup("id_layer", k) for l, k in keys.items()}
+                todo = [l for l in layers if got[l] is None]
+                if todo:
+                    with ctx.timer("record"):
+                        rec = record(model, stim, units=table[table["layer"].isin(todo)], site=cfg.site,
+                                     batch_size=cfg.batch_size)
+                    for l in todo:
+                        X = rec.values[:, rec.coords["layer"].values == l].astype(np.float64)
+                        with ctx.timer("twonn"):
+                            est = TwoNN(discard_fraction=cfg.discard_fraction,
+                                        random_state=ctx.seed("twonn", r, l)).fit(X)
+                        got[l] = ctx.store("id_layer", keys[l], xr.Dataset(
+                            {"id": ((), float(est.dimension_)), "id_err": ((), float(est.dimension_err_)),
+                             "n_units": ((), X.shape[1])}))
+                for li, l in enumerate(layers):
+                    ids[ni, r, li] = float(got[l]["id"])
+                    errs[ni, r, li] = float(got[l]["id_err"])
+        res = xr.Dataset({"id": (("network", "realisation", "layer"), ids),
+                          "id_err": (("network", "realisation", "layer"), errs)},
+                         coords={"network": list(nets), "realisation": np.arange(cfg.realisations),
+                                 **_layer_coords(first, layers)},
+                         attrs={"model": cfg.model, "weights": cfg.weights, "n_images": len(stim), "units": cfg.units})
+        return res
+
+    def tables(self, result):
+        df = result["id"].mean("realisation").to_pandas().T.reset_index()
+        return {"id_layers": df}
+
+    def figures(self, result, ctx):
+        return [("id_layers", plot_id_layers(result),
+                 f"TwoNN intrinsic dimension of {result.attrs.get('units')} units per layer (mean +- SD over "
+                 f"{result.sizes['realisation']} draws of units), trained vs random.")]
 
 
 def plot_id_layers(result: xr.Dataset, ax=None):
@@ -237,34 +324,17 @@ def plot_id_layers(result: xr.Dataset, ax=None):
     fig, ax = new_axes(ax, figsize=(5.2, 3.4))
     layers = list(result["layer"].values)
     kinds = list(result["kind"].values)
-    for n, c in (("trained", TRAINED), ("random", RANDOM)):
+    for n in result["network"].values:
         v = result["id"].sel(network=n)
         sd = v.std("realisation", ddof=1).values if v.sizes["realisation"] > 1 else None
-        plot_layer_curve(ax, layers, kinds, v.mean("realisation").values, sd, color=c, label=n)
+        plot_layer_curve(ax, layers, kinds, v.mean("realisation").values, sd,
+                         color=RANDOM if n == "random" else TRAINED, label=n)
     layer_axis(ax, layers, kinds)
     ax.set_xlabel("layer")
     ax.set_ylabel("intrinsic dimension (TwoNN)")
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def run_id_layers_cli(config=None, out=None, *, progress: bool = True) -> Path:
-    import matplotlib.pyplot as plt
-
-    from ..reports import Report
-
-    cfg = load_config(IDLayersConfig, config) if not isinstance(config, IDLayersConfig) else config
-    out = Path(out or "runs/prune_distill.id_layers")
-    res = run_id_layers(cfg, out, progress=progress)
-    rep = Report("Intrinsic dimension across layers")
-    fig = plot_id_layers(res)
-    rep.figure(fig, "TwoNN intrinsic dimension of each layer's population response (mean +- SD over unit "
-               "draws), trained vs random.", stem=out / "id_layers")
-    plt.close(fig)
-    rep.table(res["id"].mean("realisation").to_pandas().T, "mean ID")
-    rep.json(config_to_dict(cfg), "config")
-    return rep.write(out / "report.html")
 
 
 # ----------------------------------------------------------------------------- Fig. 2 (neural data)
@@ -277,16 +347,27 @@ class Fig2Config:
     (e.g. rat V1, LM, LI, LL). Areas are ranked in the order given (``area_order``, default as loaded).
     """
 
-    datasets: tuple = ("cowley_v4", "allen_v1")
+    datasets: tuple[str, ...] = ("cowley_v4", "allen_v1")
     root: str | None = None
     sessions: tuple | None = None
     min_neurons: int = 20
     n_sizes: int = 8
     n_repeats: int = 20
     n_boot: int = 100
-    area_order: tuple | None = None
+    area_order: tuple[str, ...] | None = None
     discard_fraction: float = 0.1
     random_state: int = 0
+
+    def validate(self):
+        f = "Fig2Config"
+        if not self.datasets:
+            raise param_error("datasets", f, "a non-empty list of 'cowley_v4', 'allen_v1' or 'files:...'", [])
+        for d in self.datasets:
+            if d not in ("cowley_v4", "allen_v1") and not str(d).startswith("files:"):
+                raise param_error("datasets", f, "'cowley_v4', 'allen_v1' or 'files:<area>=<path>,...'", d)
+        for name, lo in (("min_neurons", 2), ("n_sizes", 2), ("n_repeats", 1), ("n_boot", 0), ("random_state", 0)):
+            check_int(getattr(self, name), name, f, min_value=lo)
+        return self
 
 
 def _fig2_areas(cfg: Fig2Config) -> dict:
@@ -295,114 +376,125 @@ def _fig2_areas(cfg: Fig2Config) -> dict:
     areas = {}
     for ds in cfg.datasets:
         if ds == "cowley_v4":
-            sess = load_cowley_v4(cfg.root, sessions=cfg.sessions, images=False)
-            for s, d in sess.items():
+            for s, d in load_cowley_v4(cfg.root, sessions=cfg.sessions, images=False).items():
                 areas[f"V4 {s}"] = d.responses("V4").values
         elif ds == "allen_v1":
             d = load_allen_v1(cfg.root)
             for a in d.areas:
                 areas[f"mouse {a}"] = d.responses(a).values
-        elif str(ds).startswith("files:"):
-            spec = dict(item.split("=", 1) for item in ds[6:].split(","))
-            d = from_files(spec)
+        else:
+            d = from_files(dict(item.split("=", 1) for item in ds[6:].split(",")))
             for a in d.areas:
                 areas[a] = d.responses(a).values
-        else:
-            from .._validation import param_error
-
-            raise param_error("datasets", "Fig2Config", "'cowley_v4', 'allen_v1' or 'files:<area>=<path>,...'", ds)
     if cfg.area_order:
+        missing = [a for a in cfg.area_order if a not in areas]
+        if missing:
+            raise param_error("area_order", "Fig2Config", "names of loaded areas (" + ", ".join(areas) + ")", missing)
         areas = {a: areas[a] for a in cfg.area_order}
     return areas
 
 
-def run_fig2(cfg: Fig2Config | None = None, out=None, *, progress: bool = True) -> dict:
-    """ID vs number of neurons for each area, power-law fits and asymptotes.
-
-    Returns
-    -------
-    dict with ``curves`` (area -> Dataset from ``id_vs_population``), ``fits`` (area -> PowerLawFit or
-    None when the fit fails) and ``table`` (DataFrame: area, n_neurons, n_stimuli, id_full, d_inf,
-    d_inf_err).
-    """
-    from tqdm.auto import tqdm
-
+def _fig2_area(X, cfg, seed: int) -> xr.Dataset:
+    """ID-vs-size curve and power-law fit of one area."""
     from ..stats.dimension import TwoNN, fit_power_law, id_vs_population
 
-    cfg = cfg or Fig2Config()
-    areas = _fig2_areas(cfg)
-    seeds = spawn_seeds(cfg.random_state, len(areas))
-    curves, fits, rows = {}, {}, []
-    for (area, X), seed in zip(tqdm(list(areas.items()), desc="fig2", disable=not progress), seeds):
-        X = np.asarray(X, dtype=np.float64)
-        n_total = X.shape[1]
-        lo = min(cfg.min_neurons, n_total)
-        sizes = np.unique(np.round(np.geomspace(lo, n_total, cfg.n_sizes)).astype(int))
-        curve = id_vs_population(X, sizes, n_repeats=cfg.n_repeats,
-                                 estimator=TwoNN(discard_fraction=cfg.discard_fraction), random_state=seed)
-        curves[area] = curve
-        try:
-            fit = fit_power_law(curve["n_units"].values, curve["id_mean"].values, curve["id_sd"].values,
-                                id_samples=curve["id"].values, n_boot=cfg.n_boot, random_state=seed)
-        except Exception as exc:  # noqa: BLE001 - reported in the table, not fatal
-            log.warning("power-law fit failed for %s: %s", area, exc)
-            fit = None
-        if fit is not None and getattr(fit, "at_bound", False):
-            log.warning("power-law exponent of %s ended at its bound: the ID does not saturate, so the "
-                        "asymptote is not reported", area)
-        fits[area] = fit
-        ok = fit is not None and not getattr(fit, "at_bound", False)
-        rows.append({"area": area, "n_neurons": n_total, "n_stimuli": X.shape[0],
-                     "id_full": float(curve["id_mean"].values[-1]),
-                     "d_inf": fit.d_inf if ok else np.nan, "d_inf_err": fit.d_inf_err if ok else np.nan,
-                     "d_inf_boot_err": (fit.d_inf_boot_err if ok and fit.d_inf_boot_err is not None
-                                        else np.nan), "saturates": bool(ok)})
-    table = pd.DataFrame(rows)
-    # an asymptote is reported as reliable only when it is positive and its bootstrap SD (or, without a
-    # bootstrap, its fit SD) is below half its value; otherwise the curve does not constrain it
-    err = table["d_inf_boot_err"].where(np.isfinite(table["d_inf_boot_err"]), table["d_inf_err"])
-    table["reliable"] = table["saturates"] & (table["d_inf"] > 0) & (err < 0.5 * table["d_inf"])
-    if out is not None:
-        out = Path(out)
-        from ..io import atomic_write_text
-
-        atomic_write_text(out / "fig2_asymptotes.csv", table.to_csv(index=False))
-        for area, c in curves.items():
-            save_dataset(c, out / "curves" / f"{area.replace(' ', '_')}.nc")
-    return {"curves": curves, "fits": fits, "table": table}
+    n_total = X.shape[1]
+    sizes = np.unique(np.round(np.geomspace(min(cfg.min_neurons, n_total), n_total, cfg.n_sizes)).astype(int))
+    curve = id_vs_population(X, sizes, n_repeats=cfg.n_repeats, estimator=TwoNN(discard_fraction=cfg.discard_fraction),
+                             random_state=seed)
+    warn = ""
+    try:
+        fit = fit_power_law(curve["n_units"].values, curve["id_mean"].values, curve["id_sd"].values,
+                            id_samples=curve["id"].values, n_boot=cfg.n_boot, random_state=seed)
+    except Exception as exc:  # noqa: BLE001 - reported in the result, not fatal
+        fit, warn = None, f"power-law fit failed: {exc}"
+    if fit is not None and getattr(fit, "at_bound", False):
+        warn = "power-law exponent ended at its bound: the ID does not saturate; no asymptote is reported"
+    ok = fit is not None and not getattr(fit, "at_bound", False)
+    nan = np.nan
+    return xr.Dataset(
+        {"n_units": ("size", curve["n_units"].values.astype(np.float64)),
+         "id_mean": ("size", curve["id_mean"].values), "id_sd": ("size", curve["id_sd"].values),
+         "n_neurons": ((), n_total), "n_stimuli": ((), X.shape[0]),
+         "id_full": ((), float(curve["id_mean"].values[-1])),
+         "d_inf": ((), fit.d_inf if ok else nan), "d_inf_err": ((), fit.d_inf_err if ok else nan),
+         "d_inf_boot_err": ((), fit.d_inf_boot_err if ok and fit.d_inf_boot_err is not None else nan),
+         "fit_a": ((), fit.a if fit is not None else nan), "fit_b": ((), fit.b if fit is not None else nan),
+         "saturates": ((), int(ok))}, attrs={"warning": warn})
 
 
-def plot_fig2(result: dict):
+@register("prune_distill.fig2")
+class Fig2(Experiment):
+    """Figure 2: ID vs number of neurons in real recordings, power-law asymptotes per area."""
+
+    Config = Fig2Config
+    title = "Prune and distill, Figure 2: intrinsic dimension of neural populations"
+    result_name = "fig2"
+
+    def run(self, cfg, ctx):
+        from ..stats import dimension
+
+        areas = _fig2_areas(cfg)
+        parts = []
+        for area, X in ctx.progress(list(areas.items()), desc="fig2"):
+            X = np.ascontiguousarray(X, dtype=np.float64)
+            data_id = hashlib.sha256(X.tobytes() + str(X.shape).encode()).hexdigest()
+            ctx.extra.setdefault("data", {})[area] = {"shape": list(X.shape), "sha256": data_id}
+            ds = ctx.piece("fig2_area", lambda: _fig2_area(X, cfg, ctx.seed("area", area)),
+                           reads=("min_neurons", "n_sizes", "n_repeats", "n_boot", "discard_fraction"),
+                           estimators=(dimension,), area=area, data=data_id, seed=ctx.seed("area", area))
+            if ds.attrs.get("warning"):
+                ctx.warn(f"{area}: {ds.attrs['warning']}")
+            parts.append(ds)
+        res = xr.concat(parts, dim="area", join="outer", combine_attrs="drop").assign_coords(area=list(areas))
+        # an asymptote is reliable when positive and its bootstrap SD (else its fit SD) is < half of it
+        err = res["d_inf_boot_err"].where(np.isfinite(res["d_inf_boot_err"]), res["d_inf_err"])
+        res["reliable"] = (res["saturates"] > 0) & (res["d_inf"] > 0) & (err < 0.5 * res["d_inf"])
+        return res
+
+    def tables(self, result):
+        cols = ["n_neurons", "n_stimuli", "id_full", "d_inf", "d_inf_err", "d_inf_boot_err", "saturates", "reliable"]
+        return {"fig2_asymptotes": result[cols].to_dataframe().reset_index()}
+
+    def figures(self, result, ctx):
+        return [("fig2", plot_fig2(result),
+                 "TwoNN ID of random sub-populations (mean +- SD over sub-populations) with the saturating "
+                 "power-law fit ID(n) = d_inf - a n^-b (dashed); right: asymptotes d_inf (+- bootstrap SD) where "
+                 "the fit constrains them (positive, SD < 50%), and the ID of all recorded neurons.")]
+
+
+def plot_fig2(result: xr.Dataset):
     """(A) ID vs number of neurons per area (mean +- SD shading, power-law fit dashed);
     (B) extrapolated asymptote per area against area rank."""
     import matplotlib.pyplot as plt
 
-    curves, fits, table = result["curves"], result["fits"], result["table"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1.4, 1]})
-    cmap = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(curves))))
-    for (area, c), col in zip(curves.items(), cmap):
-        n = c["n_units"].values
-        m, s = c["id_mean"].values, c["id_sd"].values
+    areas = list(result["area"].values)
+    cmap = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(areas))))
+    for area, col in zip(areas, cmap):
+        c = result.sel(area=area)
+        ok = np.isfinite(c["n_units"].values)
+        n, m, s = c["n_units"].values[ok], c["id_mean"].values[ok], c["id_sd"].values[ok]
         a.plot(n, m, "o-", color=col, ms=3, lw=1.2, label=area)
         a.fill_between(n, m - s, m + s, color=col, alpha=0.18, lw=0)
-        f = fits.get(area)
-        if f is not None and not getattr(f, "at_bound", False):
-            g, y = f.curve(n_max=n.max() * 4)
-            a.plot(g, y, "--", color=col, lw=0.9)
+        if int(c["saturates"]):
+            g = np.geomspace(n.min(), n.max() * 4, 100)
+            a.plot(g, float(c["d_inf"]) - float(c["fit_a"]) * g ** (-float(c["fit_b"])), "--", color=col, lw=0.9)
     a.set_xscale("log")
     a.set_xlabel("number of neurons sampled")
     a.set_ylabel("intrinsic dimension (TwoNN)")
     a.set_title("A  ID vs population size (dashed: power-law fit)", fontsize=10, loc="left")
     a.legend(frameon=False, fontsize=6, ncol=2)
     a.spines[["top", "right"]].set_visible(False)
-    x = np.arange(1, len(table) + 1)
-    err = table["d_inf_boot_err"].where(np.isfinite(table["d_inf_boot_err"]), table["d_inf_err"])
-    ok = table["reliable"].to_numpy(bool) if "reliable" in table else np.ones(len(table), bool)
-    b.errorbar(x[ok], table["d_inf"][ok], yerr=err[ok], fmt="o", color="k", capsize=3,
+    x = np.arange(1, len(areas) + 1)
+    err = np.where(np.isfinite(result["d_inf_boot_err"].values), result["d_inf_boot_err"].values,
+                   result["d_inf_err"].values)
+    ok = result["reliable"].values.astype(bool)
+    b.errorbar(x[ok], result["d_inf"].values[ok], yerr=err[ok], fmt="o", color="k", capsize=3,
                label="asymptote (reliable fits)")
-    b.plot(x, table["id_full"], "x", color="0.5", label="ID of all neurons")
+    b.plot(x, result["id_full"].values, "x", color="0.5", label="ID of all neurons")
     b.set_xticks(x)
-    b.set_xticklabels(table["area"], rotation=60, ha="right", fontsize=7)
+    b.set_xticklabels(areas, rotation=60, ha="right", fontsize=7)
     b.set_xlabel("area (rank)")
     b.set_ylabel("extrapolated ID asymptote")
     b.set_title("B  asymptotes", fontsize=10, loc="left")
@@ -412,22 +504,23 @@ def plot_fig2(result: dict):
     return fig
 
 
-def run_fig2_cli(config=None, out=None, *, progress: bool = True) -> Path:
-    import matplotlib.pyplot as plt
+# ----------------------------------------------------------------------------- Python API
+def _run(cls, cfg, out, progress):
+    from .runner import run_experiment
 
-    from ..reports import Report
+    return run_experiment(cls, cfg, out, progress=progress, report=False).result
 
-    cfg = load_config(Fig2Config, config) if not isinstance(config, Fig2Config) else config
-    out = Path(out or "runs/prune_distill.fig2")
-    save_config(cfg, out / "config.yaml")
-    res = run_fig2(cfg, out, progress=progress)
-    rep = Report("Prune and distill, Figure 2: intrinsic dimension of neural populations")
-    fig = plot_fig2(res)
-    rep.figure(fig, "TwoNN ID of random sub-populations (mean +- SD over sub-populations) with the "
-               "saturating power-law fit ID(n) = d_inf - a n^-b; right: asymptotes d_inf "
-               "(+- bootstrap SD) where the fit constrains them (positive, SD < 50%), and the ID of all "
-               "recorded neurons.", stem=out / "fig2")
-    plt.close(fig)
-    rep.table(res["table"], "asymptotes")
-    rep.json(config_to_dict(cfg), "config")
-    return rep.write(out / "report.html")
+
+def run_fig5(cfg: Fig5Config | None = None, out=None, *, progress: bool = True) -> xr.Dataset:
+    """Run Figure 5; returns the labelled result."""
+    return _run(Fig5, cfg or Fig5Config(), out, progress)
+
+
+def run_id_layers(cfg: IDLayersConfig | None = None, out=None, *, progress: bool = True) -> xr.Dataset:
+    """Run the ID-across-layers experiment; returns the labelled result."""
+    return _run(IDLayers, cfg or IDLayersConfig(), out, progress)
+
+
+def run_fig2(cfg: Fig2Config | None = None, out=None, *, progress: bool = True) -> xr.Dataset:
+    """Run Figure 2 on neural data; returns the labelled result (dims area, size)."""
+    return _run(Fig2, cfg or Fig2Config(), out, progress)

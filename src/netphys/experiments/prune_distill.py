@@ -1,10 +1,14 @@
 """Prune and distill (Figures 3, 4, C, D and the Fig. 3A inset): single-unit information across layers.
 
-For every realisation (new units, new images and, for random networks, new weights) and every layer:
-record 250 sampled units on the images, compute the features of each unit's receptive-field patch
-(luminosity, contrast, orientation, corner), apply the paper's selection rules and estimate the
-normalised, Panzeri-Treves-corrected information between feature and activation (and between
-category and activation). Work is cached per (network, realisation, layer), so a killed run resumes.
+Methods (section A of ``METHODS.md``). In every realisation we draw new images, new units and new random
+weights. For each layer we sample 250 units (channel and position), compute the features of each unit's
+receptive-field patch (luminosity, contrast, orientation, corner) and record the units' activations. The
+single-unit information between feature and activation is the plug-in estimate on 20 equal-width bins,
+corrected for limited sampling (Panzeri-Treves by default) and normalised by the feature's entropy; the
+layer value U is its mean over units. Orientation and corner use the paper's selection rule (the 200
+units with the strongest mean xi / zeta and, per unit, its 500 / 400 strongest images) and are not
+computed for the first two layers. Next to every estimate we store what the same estimator gives after
+shuffling the pairing of feature and activation (the null), so a figure shows the signal above chance.
 
 References
 ----------
@@ -14,28 +18,34 @@ networks (``shared/seeds/prune-and-distill.txt``), section A of ``METHODS.md``.
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field, replace
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .._random import spawn_seeds
-from .._validation import NetphysError, check_choice, check_int, param_error
-from ..features import FEATURE_KEYS
-from ..io import load_dataset, save_dataset
+from .._validation import NetphysError, NetphysWarning, check_choice, check_int, param_error
 from ..models import default_layers, load_model, resolve_layer
 from ..models.hybrid import hybrid_model
 from ..models.loading import model_info
-from ..recording import provenance, record, sample_units
+from ..recording import record, sample_units
 from ..stimuli import folder_or_demo
-from .config import config_to_dict, load_config, read_config_dict, save_config
+from .base import Experiment
+from .registry import register
 
 log = logging.getLogger(__name__)
 
 FEATURES = ("luminosity", "contrast", "orientation", "corner", "category")
+CORRECTIONS = ("pt", "qe", "shuffle", "pt+shuffle", "qe+shuffle", "none")
+CORNER_SCHEMES = ("canonical", "literal", "difference")
+
+#: config fields every information piece reads, and those read by one feature only
+_COMMON_READS = ("units", "site", "bins", "correction", "n_shuffles")
+_FEATURE_READS = {"luminosity": (), "contrast": (), "category": (),
+                  "orientation": ("orientation_units", "orientation_images"),
+                  "corner": ("corner_units", "corner_images", "corner_scheme", "corner_bins")}
 
 
 @dataclass(frozen=True)
@@ -63,9 +73,19 @@ class Fig3Config:
         Independent realisations (5): new units, images and random weights.
     bins : int
         Equal-width bins per variable (20).
+    correction : str
+        Limited-sampling correction of :func:`netphys.stats.mutual_information` (``"pt"``: the paper's
+        Panzeri-Treves; ``"pt+shuffle"`` additionally subtracts the shuffle null).
+    n_shuffles : int
+        Label shuffles for the null stored next to every estimate (0: no null).
     orientation_units, orientation_images, corner_units, corner_images : int
         Selection rules: keep the units with the largest mean xi (zeta) and, per unit, the images
         with the largest xi (zeta): 200/500 and 200/400 in the paper.
+    corner_scheme : {"canonical", "literal", "difference"}
+        Coordinates of the 2-D corner feature (see :func:`netphys.stats.corner_coordinates`);
+        ``"literal"`` with ``corner_bins=20`` is the paper's setting.
+    corner_bins : int
+        Bins per corner coordinate.
     skip_first : int
         Orientation and corner are not computed for the first ``skip_first`` layers (2).
     random_state : int
@@ -78,318 +98,372 @@ class Fig3Config:
     images: str | None = None
     n_images: int = 1500
     units: int = 250
-    layers: tuple | None = None
+    layers: tuple[str, ...] | None = None
     site: str = "pre"
-    networks: tuple = ("trained", "random")
-    features: tuple = FEATURES
+    networks: tuple[str, ...] = ("trained", "random")
+    features: tuple[str, ...] = FEATURES
     realisations: int = 5
     bins: int = 20
+    correction: str = "pt"
+    n_shuffles: int = 20
     orientation_units: int = 200
     orientation_images: int = 500
     corner_units: int = 200
     corner_images: int = 400
+    corner_scheme: str = "canonical"
+    corner_bins: int = 6
     skip_first: int = 2
     random_state: int = 0
     batch_size: int = 100
     device: str | None = None
 
     def validate(self) -> "Fig3Config":
-        func = "Fig3Config"
+        func = type(self).__name__
         check_int(self.n_images, "n_images", func, min_value=20)
         check_int(self.units, "units", func, min_value=2)
         check_int(self.realisations, "realisations", func, min_value=1)
         check_int(self.bins, "bins", func, min_value=2)
+        check_int(self.n_shuffles, "n_shuffles", func, min_value=0)
+        check_int(self.corner_bins, "corner_bins", func, min_value=2)
+        check_int(self.skip_first, "skip_first", func, min_value=0)
+        check_int(self.random_state, "random_state", func, min_value=0)
+        check_int(self.batch_size, "batch_size", func, min_value=1)
+        for name in ("orientation_units", "orientation_images", "corner_units", "corner_images"):
+            check_int(getattr(self, name), name, func, min_value=1)
         check_choice(self.site, "site", func, ("pre", "post"))
+        check_choice(self.correction, "correction", func, CORRECTIONS)
+        check_choice(self.corner_scheme, "corner_scheme", func, CORNER_SCHEMES)
+        if not self.features:
+            raise param_error("features", func, "a non-empty list of " + ", ".join(FEATURES), list(self.features))
         for f in self.features:
             check_choice(f, "features", func, FEATURES)
+        if not self.networks:
+            raise param_error("networks", func, "a non-empty list of 'trained', 'random' or 'hybrid:<l*>'",
+                              list(self.networks))
         for n in self.networks:
-            if n not in ("trained", "random") and not str(n).startswith("hybrid:"):
-                raise param_error("networks", func, "'trained', 'random' or 'hybrid:<l*>'", n)
+            if n in ("trained", "random"):
+                continue
+            tail = str(n).split(":", 1)[1] if str(n).startswith("hybrid:") else ""
+            if not (tail.isdigit() and int(tail) >= 1):
+                raise param_error("networks", func, "'trained', 'random' or 'hybrid:<l*>' with an int l* >= 1", n)
+        if len(set(self.networks)) != len(self.networks):
+            raise param_error("networks", func, "a list without repeats", list(self.networks))
         return self
 
 
-# ----------------------------------------------------------------------------- building blocks
-def _network(cfg: Fig3Config, kind: str, seed: int, trained_cache: dict):
-    if "trained" not in trained_cache:
-        trained_cache["trained"] = load_model(cfg.model, cfg.weights)
-    trained = trained_cache["trained"]
+# ----------------------------------------------------------------------------- networks and data
+def build_network(cfg: Fig3Config, kind: str, seed_w: int, memo: dict | None = None):
+    """The trained network, a random one (weights from ``seed_w``) or a hybrid (first l* trained)."""
+    memo = {} if memo is None else memo
+    if "trained" not in memo:
+        memo["trained"] = load_model(cfg.model, cfg.weights)
     if kind == "trained":
-        return trained
-    rand = load_model(cfg.model, "random", random_state=seed)
+        return memo["trained"]
+    key = ("random", seed_w)
+    if key not in memo:
+        memo[key] = load_model(cfg.model, "random", random_state=seed_w)
     if kind == "random":
-        return rand
-    l_star = int(str(kind).split(":", 1)[1])
-    return hybrid_model(trained, rand, l_star)
+        return memo[key]
+    return hybrid_model(memo["trained"], memo[key], int(str(kind).split(":", 1)[1]))
 
 
-def rf_boxes(model, table: pd.DataFrame, input_size: int) -> np.ndarray:
-    """(U, 4) receptive-field boxes (row_start, row_stop, col_start, col_stop) of the units in ``table``."""
-    from ..rf import receptive_fields
-
-    boxes = np.empty((len(table), 4), dtype=np.int64)
-    for layer, idx in table.groupby("layer", sort=False).indices.items():
-        sub = table.iloc[idx]
-        boxes[idx] = receptive_fields(model, layer, sub["row"].to_numpy(), sub["col"].to_numpy(), input_size)
-    return boxes
+def _realisation_units(base, layers, cfg, ctx, r: int, input_size: int) -> pd.DataFrame:
+    """Units of realisation r, each layer drawn from its own named seed stream."""
+    parts = [sample_units(base, [l], cfg.units, input_size=input_size, random_state=ctx.seed("units", r, l),
+                          allow_fewer=True) for l in layers]
+    return pd.concat(parts, ignore_index=True)
 
 
-def select_top(strength: np.ndarray, n_units: int, n_images: int):
-    """The paper's selection rule.
+def feature_information(feature: str, feats: dict, acts: np.ndarray, labels, cfg: Fig3Config, seed: int):
+    """Information of one feature for one layer's units, with the paper's selection rule.
 
-    Keep the ``n_units`` units with the largest mean strength over all images, and for each of them
-    the ``n_images`` images with the largest strength.
-
-    Returns
-    -------
-    units : (n_units,) int positions (sorted)
-    images : (n_images, n_units) int positions of the images kept for each unit
+    Returns ``(result, units)``: the :class:`~netphys.stats.InformationResult` and the column positions
+    of the units it covers (all of them, or the selected ones for orientation and corner).
     """
-    n, u = strength.shape
-    n_units, n_images = min(n_units, u), min(n_images, n)
-    mean = strength.mean(axis=0)
-    units = np.sort(np.argsort(-mean, kind="stable")[:n_units])
-    s = strength[:, units]
-    images = np.argsort(-s, axis=0, kind="stable")[:n_images]
-    return units, images
-
-
-def layer_information(features: dict, acts: np.ndarray, labels: np.ndarray, cfg: Fig3Config,
-                      layer_position: int) -> dict:
-    """Normalised information of each feature for one layer (mean over units and per-unit values)."""
     from ..stats.information import mutual_information
+    from ..stats.selection import select_top, take_selected
 
-    out = {}
-    for feat in cfg.features:
-        if feat in ("orientation", "corner") and layer_position < cfg.skip_first:
-            out[feat] = None
-            continue
-        if feat == "luminosity":
-            res = mutual_information(features["luminosity"], acts, bins=cfg.bins)
-        elif feat == "contrast":
-            res = mutual_information(features["contrast"], acts, bins=cfg.bins)
-        elif feat == "category":
-            res = mutual_information(labels, acts, bins=cfg.bins, x_discrete=True)
-        elif feat == "orientation":
-            units, imgs = select_top(features["xi"], cfg.orientation_units, cfg.orientation_images)
-            x = np.take_along_axis(features["theta"][:, units], imgs, axis=0)
-            y = np.take_along_axis(acts[:, units], imgs, axis=0)
-            res = mutual_information(x, y, bins=cfg.bins)
-        elif feat == "corner":
-            units, imgs = select_top(features["zeta"], cfg.corner_units, cfg.corner_images)
-            t1 = np.take_along_axis(features["theta1"][:, units], imgs, axis=0)
-            t2 = np.take_along_axis(features["theta2"][:, units], imgs, axis=0)
-            y = np.take_along_axis(acts[:, units], imgs, axis=0)
-            res = mutual_information(np.stack([t1, t2], axis=-1), y, bins=cfg.bins)
-        out[feat] = res
-    return out
+    kw = dict(bins=cfg.bins, correction=cfg.correction, n_shuffles=cfg.n_shuffles, random_state=seed)
+    all_units = np.arange(acts.shape[1])
+    if feature in ("luminosity", "contrast"):
+        return mutual_information(feats[feature], acts, **kw), all_units
+    if feature == "category":
+        return mutual_information(labels, acts, x_discrete=True, **kw), all_units
+    if feature == "orientation":
+        units, imgs = select_top(feats["xi"], cfg.orientation_units, cfg.orientation_images)
+        x = take_selected(feats["theta"], units, imgs)
+        return mutual_information(x, take_selected(acts, units, imgs), **kw), units
+    if feature == "corner":
+        from ..stats.corner import corner_coordinates
+
+        units, imgs = select_top(feats["zeta"], cfg.corner_units, cfg.corner_images)
+        xy = corner_coordinates(take_selected(feats["theta1"], units, imgs),
+                                take_selected(feats["theta2"], units, imgs), scheme=cfg.corner_scheme)
+        return mutual_information(xy, take_selected(acts, units, imgs), x_bins=cfg.corner_bins, **kw), units
+    raise param_error("feature", "feature_information", "one of " + ", ".join(FEATURES), feature)
 
 
-# ----------------------------------------------------------------------------- runner
-class _BoxFeatureCache:
-    """Features per RF box over one image set, shared across layers, networks and realisations.
+def _piece_dataset(res, units: np.ndarray, table: pd.DataFrame) -> xr.Dataset:
+    """Per-unit values of one (network, realisation, layer, feature) piece, labelled by unit."""
+    n = len(units)
+    null = getattr(res, "null", None)
+    null_sd = getattr(res, "null_sd", None)
+    sub = table.iloc[units]
+    return xr.Dataset(
+        {"information": ("unit", np.asarray(res.normalized, dtype=np.float64)),
+         "mi_bits": ("unit", np.asarray(res.mi, dtype=np.float64)),
+         "null": ("unit", np.full(n, np.nan) if null is None else np.asarray(null, dtype=np.float64)),
+         "null_sd": ("unit", np.full(n, np.nan) if null_sd is None else np.asarray(null_sd, dtype=np.float64)),
+         "constant": ("unit", np.asarray(res.x_constant | res.y_constant, dtype=np.int8))},
+        coords={"unit_index": ("unit", np.asarray(units, dtype=np.int64)),
+                "channel": ("unit", sub["channel"].to_numpy(np.int64)),
+                "row": ("unit", sub["row"].to_numpy(np.int64)), "col": ("unit", sub["col"].to_numpy(np.int64))},
+        attrs={"n_samples": int(res.n_samples), "warnings": list(getattr(res, "warnings", []) or [])})
 
-    Features depend only on the images and the box, so boxes shared by several layers (or by
-    realisations that draw the same images, e.g. all of a 1000-image demo set) are computed once, and
-    all the boxes of a realisation go through :func:`~netphys.features.rf_features` in one call per
-    feature set (its integral images and shared row spectra then serve every layer).
+
+def _realisation_job(job: dict) -> dict:
+    """Compute the missing pieces of one realisation (module level, so executors can ship it).
+
+    ``job``: cfg, r, seed_w, layers, positions, units (table), stimulus sources (subset), the missing
+    ``(network, layer, feature)`` cells with their shuffle seeds, and (serial runs) a model memo.
     """
+    import time
 
-    def __init__(self):
-        self.key = None
-        self.store: dict = {}
+    from ..features.cache import BoxFeatureCache
+    from ..rf.boxes import rf_boxes
 
-    def prefetch(self, stim_key, gray, requests, device) -> None:
-        """Compute what is missing for ``requests``: a list of ``(boxes (U, 4), features)``."""
-        from ..features import rf_features
+    cfg, table, stim = job["cfg"], job["table"], job["stimuli"]
+    memo = job.get("memo") or {}
+    # receptive-field geometry is that of the architecture: any of the job's networks gives it
+    base = job.get("base") or build_network(cfg, job["missing"][0][0], job["seed_w"], memo)
+    missing = job["missing"]
+    need_layers = sorted({l for _, l, _ in missing}, key=job["layers"].index)
+    timings = {"features": 0.0, "record": 0.0, "information": 0.0}
+    t0 = time.perf_counter()
+    gray = stim.grayscale()
+    box_cache = job.get("box_cache") or BoxFeatureCache()
+    requests, boxes = [], {}
+    for l in need_layers:
+        boxes[l] = rf_boxes(base, table[table["layer"] == l], stim.size)
+        wanted = {f for _, ll, f in missing if ll == l}
+        requests.append((boxes[l], ("luminosity", "contrast")))
+        spatial = tuple(f for f in ("orientation", "corner") if f in wanted)
+        if spatial:
+            requests.append((boxes[l], spatial))
+    box_cache.prefetch(job["stim_key"], gray, requests, cfg.device)
+    feats = {l: box_cache.get(boxes[l], ("luminosity", "contrast") + tuple(
+        f for f in ("orientation", "corner") if any(ll == l and ff == f for _, ll, ff in missing)))
+        for l in need_layers}
+    del gray
+    timings["features"] += time.perf_counter() - t0
+    out = {}
+    labels = stim.labels
+    for net in dict.fromkeys(n for n, _, _ in missing):
+        layers_net = [l for l in need_layers if any(n == net and ll == l for n, ll, _ in missing)]
+        model = build_network(cfg, net, job["seed_w"], memo)
+        t0 = time.perf_counter()
+        rec = record(model, stim, units=table[table["layer"].isin(layers_net)], site=cfg.site,
+                     batch_size=cfg.batch_size, device=cfg.device)
+        timings["record"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for l in layers_net:
+            sel = rec.coords["layer"].values == l
+            acts = rec.values[:, sel].astype(np.float64)
+            ltab = table[table["layer"] == l].reset_index(drop=True)
+            for n, ll, f in missing:
+                if n == net and ll == l:
+                    with warnings.catch_warnings():  # recorded in the piece, reported once by the runner
+                        warnings.simplefilter("ignore", NetphysWarning)
+                        res, units = feature_information(f, feats[l], acts, labels, cfg,
+                                                         job["shuffle_seeds"][(n, l, f)])
+                    out[(n, l, f)] = _piece_dataset(res, units, ltab)
+        timings["information"] += time.perf_counter() - t0
+    return {"pieces": out, "timings": timings}
 
-        if stim_key != self.key:
-            self.key, self.store = stim_key, {}
-        by_want: dict = {}
-        for boxes, want in requests:
-            for b in boxes:
-                by_want.setdefault(tuple(want), set()).add(tuple(int(v) for v in b))
-        for want, tuples in by_want.items():
-            missing = sorted(t for t in tuples if not all(
-                k in self.store.get(t, {}) for f in want for k in FEATURE_KEYS[f]))
-            if missing:
-                new = rf_features(gray, np.array(missing, dtype=np.int64), features=want, device=device)
-                for j, t in enumerate(missing):
-                    self.store.setdefault(t, {}).update({k: v[:, j] for k, v in new.items()})
 
-    def get(self, boxes, want) -> dict:
-        tuples = [tuple(int(v) for v in b) for b in boxes]
-        keys = [k for f in want for k in FEATURE_KEYS[f]]
-        return {k: np.stack([self.store[t][k] for t in tuples], axis=1) for k in keys}
+def information_across_layers(cfg: Fig3Config, ctx) -> xr.Dataset:
+    """The Figure-3 computation (also Fig. 4, C, D through ``networks``, ``site`` and ``model``).
 
-
-def _seeds(cfg: Fig3Config):
-    """Per realisation: (units/images seed, random-weights seed), spawned from ``random_state``."""
-    out = []
-    for s in spawn_seeds(cfg.random_state, cfg.realisations):
-        a, b = spawn_seeds(s, 2)
-        out.append((a, b))
-    return out
-
-
-def run_fig3(cfg: Fig3Config | None = None, out=None, *, progress: bool = True) -> xr.Dataset:
-    """Run the Figure-3 experiment (or Fig. 4 / C / D through ``networks``, ``site`` and ``model``).
-
-    Parameters
-    ----------
-    cfg : Fig3Config
-    out : path, optional
-        Cache folder: per-(network, realisation, layer) results are written there as they finish and
-        re-used on a rerun (a killed run resumes and gives identical numbers).
-    progress : bool
+    Every (network, realisation, layer, feature) cell is one cached piece whose key holds the config
+    fields it reads, the identities of its network and images, its unit seed and the estimator versions.
 
     Returns
     -------
     xarray.Dataset
-        ``information`` (network, realisation, layer, feature): the layer value U (mean normalised
-        information over units; NaN where a feature is not computed, e.g. orientation in the first
-        two layers); ``mi_bits`` the mean corrected information in bits; ``n_constant`` the number of
-        units with zero-entropy feature or activation; layer coordinates ``kind`` and ``depth``;
-        provenance and the config in ``attrs``.
+        ``information``, ``null``, ``null_band`` (2 SD of the layer value under shuffles), ``mi_bits``,
+        ``n_constant`` with dims (network, realisation, layer, feature); NaN where a feature is not
+        computed (orientation and corner in the first ``skip_first`` layers). Per unit:
+        ``unit_information`` and ``unit_null`` (network, feature, unit) with unit coordinates
+        ``realisation``, ``layer``, ``channel``, ``row``, ``col``.
     """
-    from tqdm.auto import tqdm
+    from .. import features as features_module
+    from ..stats import information as information_module
 
-    cfg = (cfg or Fig3Config()).validate()
-    out = Path(out) if out is not None else None
-    cache = out / "cache" if out is not None else None
-    if out is not None:
-        save_config(cfg, out / "config.yaml")
-    trained_cache: dict = {}
-    base = load_model(cfg.model, cfg.weights) if "trained" in cfg.networks or any(
-        str(n).startswith("hybrid") for n in cfg.networks) else load_model(cfg.model, "random")
-    trained_cache["trained"] = base
-    info = model_info(base)
-    layers = list(cfg.layers) if cfg.layers else default_layers(base)
-    infos = [resolve_layer(base, l, "run_fig3") for l in layers]
+    memo: dict = {}
+    base = load_model(cfg.model, cfg.weights) if any(n != "random" for n in cfg.networks) else None
+    if base is not None:
+        memo["trained"] = base
+    else:
+        base = load_model(cfg.model, "random", random_state=ctx.seed("weights", 0))
+    ctx.model_identity(base, "base")
+    infos = [resolve_layer(base, l, type(ctx.experiment).__name__) for l in (cfg.layers or default_layers(base))]
     layers = [li.alias for li in infos]
-    pre = info.preprocess
-    stim_all = folder_or_demo(cfg.images, pre)
+    stim_all = folder_or_demo(cfg.images, model_info(base).preprocess)
+    ctx.stimuli_identity(stim_all, "images")
     n_img = min(cfg.n_images, len(stim_all))
+    if n_img < cfg.n_images:
+        ctx.warn(f"n_images={cfg.n_images} but the image set has {len(stim_all)} images; all are used")
     if "category" in cfg.features and len(np.unique(stim_all.labels[stim_all.labels >= 0])) < 2:
-        raise param_error("images", "run_fig3", "an image folder with at least 2 class sub-folders for the "
-                          "'category' feature", cfg.images, "point 'images' at the folder that holds one "
+        raise param_error("images", ctx.experiment.name, "an image folder with at least 2 class sub-folders for "
+                          "the 'category' feature", cfg.images, "point 'images' at the folder that holds one "
                           "sub-folder per class, or drop 'category' from 'features'")
-    seeds = _seeds(cfg)
-    t_start = time.time()
-    values = np.full((len(cfg.networks), cfg.realisations, len(layers), len(cfg.features)), np.nan)
-    bits = np.full_like(values, np.nan)
-    nconst = np.zeros(values.shape, dtype=np.int64)
-    timings: dict = {"record": 0.0, "features": 0.0, "information": 0.0}
-    total = len(cfg.networks) * cfg.realisations
-    bar = tqdm(total=total * len(layers), desc="fig3", disable=not progress)
-    box_cache = _BoxFeatureCache()
-    for r, (seed_ui, seed_w) in enumerate(seeds):
-        stim = stim_all.subsample(n=n_img, random_state=seed_ui) if n_img < len(stim_all) else stim_all
-        table = sample_units(base, layers, cfg.units, input_size=stim.size, random_state=seed_ui,
-                             allow_fewer=True)
-        stim_key = tuple(stim.coords["source"])
-        labels = stim.labels
-        done: dict = {}
-        todo: dict = {}
+    _check_samples(cfg, n_img, ctx)
+    estimators = (information_module, features_module)
+    shape = (len(cfg.networks), cfg.realisations, len(layers), len(cfg.features))
+    arrays = {k: np.full(shape, np.nan) for k in ("information", "null", "null_band", "mi_bits")}
+    nconst = np.zeros(shape, dtype=np.int64)
+    unit_parts: dict = {}
+    bar = ctx.progress(total=cfg.realisations, desc=ctx.experiment.name)
+    from ..features.cache import BoxFeatureCache
+
+    box_cache = BoxFeatureCache()
+    jobs, plans = [], []
+    for r in range(cfg.realisations):
+        stim = stim_all.subsample(n=n_img, random_state=ctx.seed("images", r)) if n_img < len(stim_all) else stim_all
+        stim_id = ctx.stimuli_identity(stim, f"images_r{r}")
+        table = _realisation_units(base, layers, cfg, ctx, r, stim.size)
+        seed_w = ctx.seed("weights", r)
+        keys, missing, got, shuffle_seeds = {}, [], {}, {}
         for net in cfg.networks:
-            done[net], todo[net] = {}, []
-            for l in layers:
-                f = cache / f"{net.replace(':', '-')}_r{r}_{l}.nc" if cache is not None else None
-                if f is not None and f.is_file():
-                    done[net][l] = load_dataset(f)
-                else:
-                    todo[net].append(l)
-        need = [l for l in layers if any(l in todo[net] for net in cfg.networks)]
-        feats: dict = {}
-        if need:
-            # features of every layer still to do, in one pass over the images (shared by all networks)
-            t0 = time.time()
-            gray = stim.grayscale()
-            requests = []
-            for l in need:
-                li_pos = layers.index(l)
-                want = ["luminosity", "contrast"]
-                if li_pos >= cfg.skip_first:
-                    want += [f for f in ("orientation", "corner") if f in cfg.features]
-                requests.append((l, rf_boxes(base, table[table["layer"] == l], stim.size), tuple(want)))
-            box_cache.prefetch(stim_key, gray,
-                               [(bx, ("luminosity", "contrast")) for _, bx, _ in requests]
-                               + [(bx, tuple(w[2:])) for _, bx, w in requests if len(w) > 2], cfg.device)
-            feats = {l: box_cache.get(bx, w) for l, bx, w in requests}
-            del gray
-            timings["features"] += time.time() - t0
-        for ni, net in enumerate(cfg.networks):
-            if todo[net]:
-                model = _network(cfg, net, seed_w, trained_cache)
-                t0 = time.time()
-                rec = record(model, stim, units=table[table["layer"].isin(todo[net])], site=cfg.site,
-                             batch_size=cfg.batch_size, device=cfg.device)
-                timings["record"] += time.time() - t0
-                for l in todo[net]:
-                    li_pos = layers.index(l)
-                    sel = rec.coords["layer"].values == l
-                    acts = rec.values[:, sel].astype(np.float64)
-                    t0 = time.time()
-                    res = layer_information(feats[l], acts, labels, cfg, li_pos)
-                    timings["information"] += time.time() - t0
-                    ds = _layer_dataset(res, cfg)
-                    ds.attrs.update({"network": net, "realisation": r, "layer": l})
-                    if cache is not None:
-                        save_dataset(ds, cache / f"{net.replace(':', '-')}_r{r}_{l}.nc")
-                    done[net][l] = ds
-                    bar.update(1)
-            bar.update(len(layers) - len(todo[net]))
-            for li_pos, l in enumerate(layers):
-                ds = done[net][l]
-                values[ni, r, li_pos] = ds["information"].values
-                bits[ni, r, li_pos] = ds["mi_bits"].values
-                nconst[ni, r, li_pos] = ds["n_constant"].values
+            net_id = ctx.model_identity(build_network(cfg, net, seed_w, memo)) if net != "trained" else \
+                ctx.model_identity(base)
+            for li, l in zip(infos, layers):
+                for f in cfg.features:
+                    if f in ("orientation", "corner") and li.depth <= cfg.skip_first:
+                        continue
+                    k = ctx.key("information", reads=_COMMON_READS + _FEATURE_READS[f], estimators=estimators,
+                                network=net, model=net_id, stimuli=stim_id["sha256"], realisation=r, layer=l,
+                                feature=f, units_seed=ctx.seed("units", r, l))
+                    keys[(net, l, f)] = k
+                    hit = ctx.lookup("information", k)
+                    if hit is None:
+                        missing.append((net, l, f))
+                        shuffle_seeds[(net, l, f)] = ctx.seed("shuffle", net, r, l, f)
+                    else:
+                        got[(net, l, f)] = hit
+        plans.append((r, table, keys, got))
+        if missing:
+            job = {"cfg": cfg, "r": r, "seed_w": seed_w, "layers": layers, "table": table, "stimuli": stim,
+                   "stim_key": stim_id["sha256"], "missing": missing, "shuffle_seeds": shuffle_seeds}
+            if ctx.executor is None:
+                job.update(memo=memo, base=base, box_cache=box_cache)
+            jobs.append(job)
+    keys_of = {r: keys for r, _, keys, _ in plans}
+    got_of = {r: got for r, _, _, got in plans}
+
+    def _stored(job, res):
+        for name, t in res["timings"].items():
+            ctx.timings[name] = round(ctx.timings.get(name, 0.0) + t, 3)
+        for cell, ds in res["pieces"].items():  # stored as each realisation finishes: a killed run resumes
+            got_of[job["r"]][cell] = ctx.store("information", keys_of[job["r"]][cell], ds)
+
+    if ctx.executor is None:
+        for job in jobs:
+            _stored(job, _realisation_job(job))
+            bar.update(1)
+    elif jobs:
+        for job, res in zip(jobs, ctx.map(_realisation_job, jobs)):
+            _stored(job, res)
     bar.close()
-    kinds = [li.kind for li in infos]
+    piece_warnings: dict = {}
+    for r, table, keys, got in plans:
+        for ni, net in enumerate(cfg.networks):
+            for li_pos, l in enumerate(layers):
+                for fi, f in enumerate(cfg.features):
+                    ds = got.get((net, l, f))
+                    if ds is None:
+                        continue
+                    v = ds["information"].values
+                    arrays["information"][ni, r, li_pos, fi] = v.mean()
+                    arrays["mi_bits"][ni, r, li_pos, fi] = ds["mi_bits"].values.mean()
+                    arrays["null"][ni, r, li_pos, fi] = ds["null"].values.mean()
+                    arrays["null_band"][ni, r, li_pos, fi] = 2 * np.sqrt(np.mean(ds["null_sd"].values ** 2) / len(v))
+                    nconst[ni, r, li_pos, fi] = int(ds["constant"].values.sum())
+                    for w in ds.attrs.get("warnings", []) or []:
+                        piece_warnings.setdefault((f, str(w)), []).append(f"{net}/r{r}/{l}")
+                    unit_parts[(net, f, r, l)] = ds
+    for (f, w), cells in piece_warnings.items():
+        ctx.warn(f"{f}: {w} (in {len(cells)} of {len(keys) * cfg.realisations} cells, e.g. {cells[0]})")
     result = xr.Dataset(
-        {"information": (("network", "realisation", "layer", "feature"), values),
-         "mi_bits": (("network", "realisation", "layer", "feature"), bits),
-         "n_constant": (("network", "realisation", "layer", "feature"), nconst)},
-        coords={"network": list(cfg.networks), "realisation": np.arange(cfg.realisations),
-                "layer": layers, "feature": list(cfg.features), "kind": ("layer", kinds),
-                "depth": ("layer", [li.depth for li in infos])},
-        attrs=provenance(base, config=config_to_dict(cfg), experiment="prune_distill.fig3",
-                         seeds=[list(s) for s in seeds], n_images=n_img,
-                         stimuli=stim_all.to_dict(), timings=timings,
-                         seconds=round(time.time() - t_start, 2)))
-    if out is not None:
-        save_dataset(result, out / "information.nc")
-        summary(result).to_csv(out / "information.csv")
+        {k: (("network", "realisation", "layer", "feature"), v) for k, v in arrays.items()}
+        | {"n_constant": (("network", "realisation", "layer", "feature"), nconst)},
+        coords={"network": list(cfg.networks), "realisation": np.arange(cfg.realisations), "layer": layers,
+                "feature": list(cfg.features), "kind": ("layer", [li.kind for li in infos]),
+                "depth": ("layer", [li.depth for li in infos])})
+    result = result.merge(_unit_arrays(cfg, plans, layers, unit_parts))
+    result.attrs.update({"model": cfg.model, "weights": cfg.weights, "n_images": int(n_img),
+                         "correction": cfg.correction, "n_shuffles": cfg.n_shuffles})
     return result
 
 
-def _layer_dataset(res: dict, cfg: Fig3Config) -> xr.Dataset:
-    vals, bits, nconst = [], [], []
-    per_unit = {}
-    for feat in cfg.features:
-        r = res.get(feat)
-        if r is None:
-            vals.append(np.nan)
-            bits.append(np.nan)
-            nconst.append(0)
-        else:
-            vals.append(float(np.mean(r.normalized)))
-            bits.append(float(np.mean(r.mi)))
-            nconst.append(int(np.sum(r.x_constant | r.y_constant)))
-            per_unit[feat] = r.normalized
-    return xr.Dataset({"information": ("feature", vals), "mi_bits": ("feature", bits),
-                       "n_constant": ("feature", nconst)}, coords={"feature": list(cfg.features)},
-                      attrs={"per_unit": {k: v.tolist() for k, v in per_unit.items()}})
+def _unit_arrays(cfg, plans, layers, parts) -> xr.Dataset:
+    """``unit_information``/``unit_null`` (network, feature, unit) over all (realisation, layer) units."""
+    coords = {"realisation": [], "layer": [], "channel": [], "row": [], "col": []}
+    offsets = {}
+    n = 0
+    for r, table, _, _ in plans:
+        for l in layers:
+            t = table[table["layer"] == l]
+            offsets[(r, l)] = n
+            n += len(t)
+            coords["realisation"] += [r] * len(t)
+            coords["layer"] += [l] * len(t)
+            for c in ("channel", "row", "col"):
+                coords[c] += t[c].tolist()
+    shape = (len(cfg.networks), len(cfg.features), n)
+    info, null = np.full(shape, np.nan, dtype=np.float32), np.full(shape, np.nan, dtype=np.float32)
+    for (net, f, r, l), ds in parts.items():
+        ni, fi = cfg.networks.index(net), cfg.features.index(f)
+        idx = offsets[(r, l)] + ds["unit_index"].values
+        info[ni, fi, idx] = ds["information"].values
+        null[ni, fi, idx] = ds["null"].values
+    return xr.Dataset({"unit_information": (("network", "feature", "unit"), info),
+                       "unit_null": (("network", "feature", "unit"), null)},
+                      coords={"unit_realisation": ("unit", np.asarray(coords["realisation"], dtype=np.int64)),
+                              "unit_layer": ("unit", np.asarray(coords["layer"], dtype=str)),
+                              "unit_channel": ("unit", np.asarray(coords["channel"], dtype=np.int64)),
+                              "unit_row": ("unit", np.asarray(coords["row"], dtype=np.int64)),
+                              "unit_col": ("unit", np.asarray(coords["col"], dtype=np.int64))})
+
+
+def _check_samples(cfg: Fig3Config, n_img: int, ctx) -> None:
+    """Warn (recorded in the result) when the images cannot fill the joint histogram."""
+    cells = cfg.bins * cfg.bins
+    if n_img < 5 * cells:
+        ctx.warn(f"{n_img} images for {cfg.bins} x {cfg.bins} = {cells} joint bins (< 5 per cell): the plug-in "
+                 "information is mostly bias at this size; compare with the shuffle null shown next to it")
+    n_corner = min(cfg.corner_images, n_img)
+    corner_cells = cfg.corner_bins ** 2 * cfg.bins
+    if "corner" in cfg.features and n_corner < 5 * corner_cells / cfg.bins:
+        ctx.warn(f"corner: {n_corner} images per unit for {cfg.corner_bins}^2 x {cfg.bins} joint bins; the "
+                 "estimate is dominated by bias (see the null)")
 
 
 def summary(result: xr.Dataset) -> pd.DataFrame:
-    """Tidy table: network, layer, feature, mean and SD over realisations."""
+    """Tidy table: network, layer, feature, mean and SD over realisations, and the shuffle null."""
     m = result["information"].mean("realisation")
-    s = result["information"].std("realisation", ddof=1) if result.sizes["realisation"] > 1 else \
-        xr.zeros_like(m)
-    df = xr.Dataset({"mean": m, "sd": s}).to_dataframe().reset_index()
+    r = result.sizes["realisation"]
+    s = result["information"].std("realisation", ddof=1) if r > 1 else xr.zeros_like(m)
+    parts = {"mean": m, "sd": s}
+    if "null" in result:
+        parts["null"] = result["null"].mean("realisation")
+        parts["null_band"] = result["null_band"].mean("realisation")
+    df = xr.Dataset(parts).to_dataframe().reset_index()
     df["depth"] = df["layer"].map(dict(zip(result["layer"].values, result["depth"].values)))
     df["kind"] = df["layer"].map(dict(zip(result["layer"].values, result["kind"].values)))
-    return df[["network", "depth", "layer", "kind", "feature", "mean", "sd"]]
+    cols = ["network", "depth", "layer", "kind", "feature", "mean", "sd"] + \
+        [c for c in ("null", "null_band") if c in df]
+    return df[cols]
 
 
 # ----------------------------------------------------------------------------- inset
@@ -402,25 +476,52 @@ def first_layer_kernel_means(model) -> np.ndarray:
     return w.reshape(w.shape[0] * w.shape[1], -1).mean(axis=1)
 
 
+def kernel_inset(cfg: Fig3Config, ctx) -> dict | None:
+    """``{"trained": kernel means, "random": kernel means}`` for the Fig. 3A inset."""
+    try:
+        trained = load_model(cfg.model, cfg.weights)
+        rand = load_model(cfg.model, "random", random_state=ctx.seed("weights", 0))
+        return {"trained": first_layer_kernel_means(trained), "random": first_layer_kernel_means(rand)}
+    except NetphysError as exc:  # pragma: no cover - reported, not fatal
+        ctx.warn(f"no kernel inset: {exc}")
+        return None
+
+
 # ----------------------------------------------------------------------------- plots
 FEATURE_TITLES = {"luminosity": "Luminosity", "contrast": "Contrast", "orientation": "Orientation",
                   "corner": "Corner", "category": "Category"}
 
 
-def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None):
+def _network_colors(nets) -> dict:
+    import matplotlib.pyplot as plt
+
+    from ..plotting.style import RANDOM, TRAINED
+
+    hyb = [n for n in nets if str(n).startswith("hybrid")]
+    cols = plt.cm.Greens(np.linspace(0.45, 0.9, max(1, len(hyb))))
+    out = {n: TRAINED if n == "trained" else RANDOM if n == "random" else cols[hyb.index(n)] for n in nets}
+    return out
+
+
+def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None, null: bool = True):
     """Figure 3: normalised information per layer, one panel per feature, networks as curves.
+
+    The shuffle null of each network is drawn as a band (mean null +- 2 SD of the layer value under
+    shuffles) in the network's colour, so a curve inside its band is not above chance.
 
     Parameters
     ----------
-    result : xarray.Dataset from :func:`run_fig3`
+    result : xarray.Dataset from the ``prune_distill.fig3`` experiment
     inset : dict, optional
         ``{"trained": kernel_means, "random": kernel_means}`` drawn as an inset of the luminosity panel
         (Fig. 3A inset: histogram of the mean weight of each first-layer kernel).
     axes : sequence of matplotlib Axes, optional
+    null : bool
+        Draw the shuffle-null bands (default True).
     """
     import matplotlib.pyplot as plt
 
-    from ..plotting.style import RANDOM, TRAINED, layer_axis, plot_layer_curve
+    from ..plotting.style import layer_axis, plot_layer_curve
 
     feats = list(result["feature"].values)
     if axes is None:
@@ -431,17 +532,8 @@ def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None):
     layers = list(result["layer"].values)
     kinds = list(result["kind"].values)
     nets = list(result["network"].values)
-    hybrid_cols = plt.cm.Greens(np.linspace(0.45, 0.9, max(1, sum(str(n).startswith("hybrid") for n in nets))))
-    hi = 0
-    colors = {}
-    for n in nets:
-        if n == "trained":
-            colors[n] = TRAINED
-        elif n == "random":
-            colors[n] = RANDOM
-        else:
-            colors[n] = hybrid_cols[hi]
-            hi += 1
+    colors = _network_colors(nets)
+    x = np.arange(1, len(layers) + 1)
     for ax, feat in zip(axes, feats):
         for n in nets:
             v = result["information"].sel(network=n, feature=feat)
@@ -449,6 +541,13 @@ def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None):
             sd = v.std("realisation", ddof=1).values if v.sizes["realisation"] > 1 else None
             label = n if not str(n).startswith("hybrid") else f"hybrid l*={n.split(':')[1]}"
             plot_layer_curve(ax, layers, kinds, m, sd, color=colors[n], label=label)
+            if null and "null" in result and np.isfinite(result["null"].sel(network=n, feature=feat)).any():
+                nm = result["null"].sel(network=n, feature=feat).mean("realisation").values
+                nb = result["null_band"].sel(network=n, feature=feat).mean("realisation").values
+                nb = np.where(np.isfinite(nb), nb, 0.0)
+                ax.fill_between(x, nm - nb, nm + nb, color=colors[n], alpha=0.15, lw=0,
+                                label=f"{n} shuffle null" if feat == feats[-1] and not str(n).startswith("hybrid")
+                                else None)
         layer_axis(ax, layers, kinds)
         ax.set_title(FEATURE_TITLES.get(feat, feat), fontsize=10)
         ax.set_xlabel("layer")
@@ -456,7 +555,7 @@ def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None):
         if np.isfinite(vals).any():
             ax.set_ylim(bottom=min(0, float(np.nanmin(vals)) - 0.01))
     axes[0].set_ylabel("normalised information  $U^\\ell$")
-    axes[-1].legend(frameon=False, fontsize=8, loc="upper left")
+    axes[-1].legend(frameon=False, fontsize=7, loc="upper left")
     if inset is not None and "luminosity" in feats:
         ax = axes[feats.index("luminosity")]
         ins = ax.inset_axes([0.45, 0.45, 0.5, 0.38])
@@ -471,148 +570,205 @@ def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None):
     return fig
 
 
-def report_fig3(result: xr.Dataset, out, *, inset: dict | None = None, title: str | None = None,
-                extra_figures=()):
-    """Write the figure (PNG/SVG), CSV and an HTML report for a Fig-3-type result."""
-    import matplotlib.pyplot as plt
+def _caption(result) -> str:
+    corr = result.attrs.get("correction", "pt")
+    k = result.attrs.get("n_shuffles", 0)
+    return (f"Mean normalised single-unit information per layer ({corr} correction), mean +- SD over "
+            f"{result.sizes['realisation']} realisation(s) (new units, images and random weights). Shaded: the "
+            f"same estimator after shuffling feature and activation ({k} shuffles; mean +- 2 SD of the layer "
+            "value). Circles: conv layers; squares (grey region): FC layers. Orientation and corner are not "
+            "computed for the first two layers.")
 
-    from ..reports import Report
 
-    out = Path(out)
-    cfg = result.attrs.get("config", {})
-    rep = Report(title or "Prune and distill: single-unit information across layers",
-                 f"model {result.attrs.get('model')} ({result.attrs.get('weights')}); "
-                 f"{result.attrs.get('n_images')} images; {result.sizes['realisation']} realisation(s)")
-    fig = plot_fig3(result, inset=inset)
-    rep.heading("Figure 3: information per layer")
-    rep.figure(fig, "Mean normalised, Panzeri-Treves-corrected single-unit information per layer "
-               "(mean +- SD over realisations). Circles: conv layers; squares (shaded): FC layers.",
-               stem=out / "fig3")
-    plt.close(fig)
-    for f, cap, stem in extra_figures:
-        rep.figure(f, cap, stem=out / stem)
-        plt.close(f)
-    df = summary(result)
-    rep.heading("Numbers")
-    wide = df.pivot_table(index=["depth", "layer"], columns=["feature", "network"], values="mean")
-    rep.table(wide, "layer value U (mean over realisations)")
-    rep.heading("Config and provenance")
-    rep.json(cfg, "config")
-    rep.json({k: v for k, v in result.attrs.items() if k != "config"}, "provenance")
-    return rep.write(out / "report.html")
+# ----------------------------------------------------------------------------- experiments
+class _InformationExperiment(Experiment):
+    result_name = "information"
+
+    def run(self, cfg, ctx):
+        result = information_across_layers(cfg, ctx)
+        ctx.extra["kernel_inset"] = None
+        self._inset = kernel_inset(cfg, ctx) if "luminosity" in cfg.features else None
+        return result
+
+    def subtitle(self, result):
+        return (f"model {result.attrs.get('model')} ({result.attrs.get('weights')}); {result.attrs.get('n_images')} "
+                f"images; {result.sizes['realisation']} realisation(s)")
+
+    def tables(self, result) -> dict:
+        return {"information": summary(result)}
+
+    def figures(self, result, ctx) -> list:
+        return [("fig3", plot_fig3(result, inset=getattr(self, "_inset", None)), _caption(result))]
+
+    def sections(self, result, report, ctx) -> None:
+        import matplotlib.pyplot as plt
+
+        report.heading("Information per layer")
+        for stem, fig, cap in self.figures(result, ctx):
+            report.figure(fig, cap, stem=None if ctx.out is None else ctx.out / stem)
+            plt.close(fig)
+        df = summary(result)
+        report.heading("Numbers")
+        report.table(df.pivot_table(index=["depth", "layer"], columns=["feature", "network"], values="mean"),
+                     "layer value U (mean over realisations)")
+        if "null" in df:
+            report.table(df.pivot_table(index=["depth", "layer"], columns=["feature", "network"], values="null"),
+                         "the same estimator on shuffled data (null)")
+
+
+@register("prune_distill.fig3")
+class Fig3(_InformationExperiment):
+    """Figure 3: trained vs random network, five features, all layers."""
+
+    Config = Fig3Config
+    title = "Prune and distill, Figure 3: single-unit information across layers"
+
+
+@dataclass(frozen=True)
+class FigCConfig(Fig3Config):
+    """Appendix C: the Figure-3 analysis on post-ReLU activations."""
+
+    site: str = "post"
+
+
+@register("prune_distill.figC")
+class FigC(_InformationExperiment):
+    Config = FigCConfig
+    title = "Prune and distill, Figure C: after the ReLU"
+
+
+@dataclass(frozen=True)
+class Fig4Config(Fig3Config):
+    """Figure 4: hybrid networks (layers <= l* trained, the rest random) for luminosity and contrast."""
+
+    luminosity_l_stars: tuple[int, ...] = (1, 2, 3)
+    contrast_l_stars: tuple[int, ...] = (3, 5, 7, 9, 11)
+
+    def validate(self) -> "Fig4Config":
+        super().validate()
+        for name in ("luminosity_l_stars", "contrast_l_stars"):
+            for s in getattr(self, name):
+                check_int(s, name, "Fig4Config", min_value=1)
+        return self
+
+
+def _sub_config(cfg: Fig3Config, cls=Fig3Config, **over) -> Fig3Config:
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names}, **over})
+
+
+@register("prune_distill.fig4")
+class Fig4(Experiment):
+    """Figure 4: information of hybrid networks, one panel per feature."""
+
+    Config = Fig4Config
+    title = "Prune and distill, Figure 4: hybrid networks"
+    result_name = "information"
+
+    def run(self, cfg, ctx):
+        parts = []
+        for feat, stars in (("luminosity", cfg.luminosity_l_stars), ("contrast", cfg.contrast_l_stars)):
+            nets = ("trained", "random") + tuple(f"hybrid:{int(s)}" for s in stars)
+            sub = _sub_config(cfg, networks=nets, features=(feat,))
+            res = information_across_layers(sub, _SubContext(ctx, sub))
+            parts.append(res.drop_dims("unit"))
+        order = list(dict.fromkeys(n for p in parts for n in p["network"].values))
+        merged = xr.merge(parts, compat="no_conflicts", join="outer", combine_attrs="override")
+        return merged.sel(network=order, feature=["luminosity", "contrast"])
+
+    def tables(self, result):
+        return {"information": summary(result)}
+
+    def figures(self, result, ctx):
+        import matplotlib.pyplot as plt
+
+        feats = list(result["feature"].values)
+        fig, axes = plt.subplots(1, len(feats), figsize=(4.2 * len(feats), 3.4), squeeze=False)
+        for ax, feat in zip(axes[0], feats):
+            sub = result.sel(feature=[feat]).dropna("network", how="all", subset=["information"])
+            plot_fig3(sub, axes=[ax])
+            ax.set_title(f"{FEATURE_TITLES[feat]}: hybrid networks", fontsize=10)
+            ax.legend(frameon=False, fontsize=6)
+        fig.tight_layout()
+        return [("fig4", fig, "Normalised information of hybrid networks whose first l* layers are trained and "
+                 "the rest random, with the fully trained and random networks; shaded: shuffle nulls.")]
+
+
+@dataclass(frozen=True)
+class FigDConfig(Fig3Config):
+    """Appendix D: the Figure-3 analysis on other VGG depths (``models``: (name, weights) pairs)."""
+
+    models: tuple[tuple[str, str], ...] = (("vgg11", "imagenet"), ("vgg19", "imagenet"))
+
+    def validate(self) -> "FigDConfig":
+        super().validate()
+        if not self.models:
+            raise param_error("models", "FigDConfig", "a non-empty list of [name, weights] pairs", list(self.models))
+        for m in self.models:
+            if not (isinstance(m, tuple) and len(m) == 2 and all(isinstance(v, str) for v in m)):
+                raise param_error("models", "FigDConfig", "a list of [name, weights] pairs of strings", m)
+        return self
+
+
+@register("prune_distill.figD")
+class FigD(Experiment):
+    Config = FigDConfig
+    title = "Prune and distill, Figure D: other VGG depths"
+    result_name = "information"
+
+    def run(self, cfg, ctx):
+        parts = []
+        for name, weights in cfg.models:
+            sub = _sub_config(cfg, model=name, weights=weights)
+            res = information_across_layers(sub, _SubContext(ctx, sub))
+            res = res.drop_dims("unit").rename({"layer": "layer"})
+            parts.append(res.expand_dims(model=[name]).assign_coords(weights=("model", [weights])))
+        return xr.concat(parts, dim="model", join="outer", coords="different", compat="equals",
+                         combine_attrs="override")
+
+    def tables(self, result):
+        frames = []
+        for m in result["model"].values:
+            df = summary(result.sel(model=m).dropna("layer", how="all", subset=["information"]))
+            df.insert(0, "model", m)
+            frames.append(df)
+        return {"information": pd.concat(frames, ignore_index=True)}
+
+    def figures(self, result, ctx):
+        out = []
+        for m in result["model"].values:
+            sub = result.sel(model=m).dropna("layer", how="all", subset=["information"])
+            out.append((f"fig3_{m}", plot_fig3(sub), f"{m}: trained vs random. " + _caption(sub)))
+        return out
+
+
+class _SubContext:
+    """A view of a RunContext with another config (pieces of a composite experiment share the cache)."""
+
+    def __init__(self, ctx, cfg):
+        self._ctx, self.config = ctx, cfg
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+    def key(self, piece, *, reads=(), estimators=(), **deps):
+        from .base import piece_key
+
+        return piece_key(self.config, piece, reads=reads, estimators=estimators, **deps)
+
+
+# ----------------------------------------------------------------------------- Python API
+def run_fig3(cfg: Fig3Config | None = None, out=None, *, progress: bool = True) -> xr.Dataset:
+    """Run Figure 3 and return its labelled result (``out``: cache and files; ``None``: in memory)."""
+    from .runner import run_experiment
+
+    return run_experiment(Fig3, cfg or Fig3Config(), out, progress=progress, report=False).result
 
 
 def run(config=None, out=None, *, progress: bool = True) -> Path:
-    """CLI entry: ``netphys run prune_distill.fig3 --config file``."""
-    cfg = load_config(Fig3Config, config)
-    out = Path(out or "runs/prune_distill.fig3")
-    result = run_fig3(cfg, out, progress=progress)
-    inset = _inset(cfg)
-    return report_fig3(result, out, inset=inset)
+    """Run Figure 3 with its report (``netphys run prune_distill.fig3``); returns the report path."""
+    from .runner import run_experiment
 
-
-def _inset(cfg: Fig3Config):
-    try:
-        trained = load_model(cfg.model, cfg.weights)
-        rand = load_model(cfg.model, "random", random_state=cfg.random_state)
-        return {"trained": first_layer_kernel_means(trained), "random": first_layer_kernel_means(rand)}
-    except NetphysError as exc:  # pragma: no cover - reported, not fatal
-        log.warning("no kernel inset: %s", exc)
-        return None
-
-
-# ----------------------------------------------------------------------------- Fig. 4, C, D
-@dataclass(frozen=True)
-class Fig4Config:
-    """Hybrid networks (layers <= l* trained, the rest random) for luminosity and contrast."""
-
-    base: Fig3Config = field(default_factory=Fig3Config)
-    luminosity_l_stars: tuple = (1, 2, 3)
-    contrast_l_stars: tuple = (3, 5, 7, 9, 11)
-
-
-def run_fig4(cfg: Fig4Config | None = None, out=None, *, progress: bool = True) -> dict:
-    """Figure 4: information of hybrid networks; returns ``{"luminosity": Dataset, "contrast": Dataset}``."""
-    cfg = cfg or Fig4Config()
-    res = {}
-    for feat, stars in (("luminosity", cfg.luminosity_l_stars), ("contrast", cfg.contrast_l_stars)):
-        nets = ("trained", "random") + tuple(f"hybrid:{int(s)}" for s in stars)
-        sub = replace(cfg.base, networks=nets, features=(feat,))
-        res[feat] = run_fig3(sub, None if out is None else Path(out) / feat, progress=progress)
-    return res
-
-
-def plot_fig4(results: dict):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
-    for ax, (feat, res) in zip(axes[0], results.items()):
-        plot_fig3(res, axes=[ax])
-        ax.set_title(f"{FEATURE_TITLES[feat]}: hybrid networks", fontsize=10)
-        ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def _cfg_from(config, cls=Fig3Config, **over):
-    if isinstance(config, cls):
-        return replace(config, **over) if over else config
-    return load_config(cls, config, **over)
-
-
-def run_fig4_cli(config=None, out=None, *, progress: bool = True) -> Path:
-    import matplotlib.pyplot as plt
-
-    from ..reports import Report
-
-    data = read_config_dict(config)
-    stars = {k: tuple(data.pop(k)) for k in ("luminosity_l_stars", "contrast_l_stars") if k in data}
-    cfg = Fig4Config(base=load_config(Fig3Config, data), **stars)
-    out = Path(out or "runs/prune_distill.fig4")
-    res = run_fig4(cfg, out, progress=progress)
-    rep = Report("Prune and distill, Figure 4: hybrid networks")
-    fig = plot_fig4(res)
-    rep.figure(fig, "Normalised information of hybrid networks whose first l* layers are trained and the "
-               "rest random, with the fully trained and random networks.", stem=out / "fig4")
-    plt.close(fig)
-    for feat, r in res.items():
-        rep.table(summary(r).pivot_table(index=["depth", "layer"], columns="network", values="mean"), feat)
-    rep.json(config_to_dict(cfg.base), "base config")
-    return rep.write(out / "report.html")
-
-
-def run_figC(config=None, out=None, *, progress: bool = True) -> Path:
-    """Appendix C: the Figure-3 analysis on post-ReLU activations."""
-    cfg = _cfg_from(config, site="post")
-    out = Path(out or "runs/prune_distill.figC")
-    result = run_fig3(cfg, out, progress=progress)
-    return report_fig3(result, out, title="Prune and distill, Figure C: after the ReLU")
-
-
-@dataclass(frozen=True)
-class FigDConfig:
-    """Appendix D: the Figure-3 analysis on other VGG depths (``models``: (name, weights) pairs)."""
-
-    base: Fig3Config = field(default_factory=Fig3Config)
-    models: tuple = (("vgg11", "imagenet"), ("vgg19", "imagenet"))
-
-
-def run_figD(config=None, out=None, *, progress: bool = True) -> Path:
-    import matplotlib.pyplot as plt
-
-    from ..reports import Report
-
-    data = read_config_dict(config)
-    models = tuple(tuple(m) for m in data.pop("models", FigDConfig().models))
-    base = load_config(Fig3Config, data)
-    out = Path(out or "runs/prune_distill.figD")
-    rep = Report("Prune and distill, Figure D: other VGG depths")
-    for name, weights in models:
-        cfg = replace(base, model=name, weights=weights)
-        res = run_fig3(cfg, out / name, progress=progress)
-        fig = plot_fig3(res)
-        rep.heading(f"{name} ({weights})")
-        rep.figure(fig, f"{name}: trained vs random", stem=out / name / "fig3")
-        plt.close(fig)
-    rep.json({"models": models, **config_to_dict(base)}, "config")
-    return rep.write(out / "report.html")
+    return run_experiment(Fig3, config, out, progress=progress).report
