@@ -357,8 +357,10 @@ def test_record_nan_activations(stim32):
 def test_record_wrong_input_size(vgg11_random):
     model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 2))
     st = StimulusSet.from_arrays(np.zeros((2, 16, 16, 3), np.uint8))
-    with pytest.raises(RuntimeError):
-        record(model, st, ["conv1"], units=2)  # layer_shapes' forward already fails: framework error
+    with pytest.raises(NetphysError, match=r"the 'stimuli' parameter of record must be images the network "
+                       r"can process, got '16x16 px images'; its forward pass on a zero image of shape "
+                       r"\(1, 3, 16, 16\) failed \(RuntimeError: mat1 and mat2 shapes cannot be multiplied"):
+        record(model, st, ["conv1"], units=2)
     assert no_hooks_left(model)
 
 
@@ -442,7 +444,7 @@ def test_layer_never_run_is_an_error(stim32):
         def forward(self, x):
             return self.conv(x)
 
-    with pytest.raises(NetphysError, match=r"the 'layers' parameter of layer_shapes must be layers that the "
+    with pytest.raises(NetphysError, match=r"the 'layers' parameter of record must be layers that the "
                        r"model's forward pass runs, got \['conv2'\]"):
         record(Unused(), stim32, ["conv1", "conv2"], units=2)
 

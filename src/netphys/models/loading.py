@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from .._validation import NetphysError, param_error
+from .._validation import NetphysError, check_device, param_error
 from ..stimuli.preprocess import Preprocess
 from .architectures import DEFAULT_ARCH, netphys_vgg16
 
@@ -239,15 +239,19 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike = "default"
         Seed for ``weights="random"``.
     num_classes : int, optional
         Output classes for random/torchvision models.
-    device : str or torch.device
+    device : str or torch.device, default "cpu"
+        Checked before anything is built: a device this machine lacks (``"cuda"`` without a GPU) or
+        an unknown name (``"gpu0"``) is refused.
 
     Raises
     ------
     NetphysError
-        Unknown name (lists the valid names), unreadable or wrong-architecture weights file, or
-        ImageNet weights that cannot be fetched (says how to pass a local file).
+        Unknown name (lists the valid names), unreadable or wrong-architecture weights file,
+        ImageNet weights that cannot be fetched (says how to pass a local file), or an unavailable
+        device.
     """
     func = "load_model"
+    device = check_device(device, func) or torch.device("cpu")
     if name == "default":
         name = DEFAULT_MODEL
     if name not in MODEL_NAMES:

@@ -13,7 +13,7 @@ import xarray as xr
 from torch import nn
 
 from .._random import check_random_state
-from .._validation import NetphysError, check_choice, check_int, param_error
+from .._validation import NetphysError, check_choice, check_device, check_int, param_error
 from ..models.layers import default_layers, resolve_layer
 from ..models.loading import model_info
 from ..stimuli import StimulusSet
@@ -31,8 +31,32 @@ def _model_device(model: nn.Module):
 
 
 def layer_shapes(model: nn.Module, layers, input_size: int, in_channels: int = 3, device=None) -> dict:
-    """Output shape (without batch) of each layer for one ``input_size`` image (one forward pass)."""
-    infos = [resolve_layer(model, l, "layer_shapes") for l in layers]
+    """Output shape (without batch) of each layer for one ``input_size`` image (one forward pass).
+
+    Raises
+    ------
+    NetphysError
+        Unknown layers, layers the forward pass never runs, a bad ``device``, or an ``input_size`` the
+        network cannot process (the forward pass fails).
+    """
+    return _layer_shapes(model, layers, input_size, in_channels=in_channels, device=device,
+                         func="layer_shapes", param="input_size")
+
+
+def _size_fix(model: nn.Module) -> str:
+    info = model_info(model)
+    known = info.input_size
+    if known:
+        return (f"the model {info.name!r} takes {known}x{known} px images; build the stimuli at that size "
+                f"with preprocess=Preprocess(resize={known}, crop={known})")
+    return ("build the stimuli at the size the network expects with preprocess=Preprocess(resize=..., "
+            "crop=...)")
+
+
+def _layer_shapes(model, layers, input_size, *, in_channels=3, device=None, func: str, param: str) -> dict:
+    """:func:`layer_shapes`; a failing forward pass becomes the templated error on ``param`` of ``func``."""
+    infos = [resolve_layer(model, l, func) for l in layers]
+    device = check_device(device, func)
     shapes: dict = {}
 
     def make(name):
@@ -41,11 +65,18 @@ def layer_shapes(model: nn.Module, layers, input_size: int, in_channels: int = 3
         return fn
 
     device = device or _model_device(model)
-    with restored(model), hooks(model, {li.module: make(li.module) for li in infos}), torch.no_grad():
-        model(torch.zeros(1, in_channels, input_size, input_size, device=device))
+    try:
+        with restored(model), hooks(model, {li.module: make(li.module) for li in infos}), torch.no_grad():
+            model(torch.zeros(1, in_channels, input_size, input_size, device=device))
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        got = input_size if param == "input_size" else f"{input_size}x{input_size} px images"
+        raise param_error(param, func, "images the network can process", got,
+                          f"its forward pass on a zero image of shape (1, {in_channels}, {input_size}, "
+                          f"{input_size}) failed ({type(exc).__name__}: {first}); " + _size_fix(model)) from exc
     unused = [li.alias for li in infos if li.module not in shapes]
     if unused:
-        raise param_error("layers", "layer_shapes", "layers that the model's forward pass runs", unused,
+        raise param_error("layers", func, "layers that the model's forward pass runs", unused,
                           "these modules are defined but never called; record other layers")
     return {li.alias: shapes[li.module] for li in infos}
 
@@ -62,8 +93,8 @@ def sample_units(model: nn.Module, layers=None, units=250, *, input_size: int | 
     units : int or "all"
         Units per layer.
     input_size : int, optional
-        Input image size (default: the model's own, from :func:`load_model`).
-    random_state : int or Generator
+        Input image size (default: the model's own, from :func:`load_model`; 224 if unknown).
+    random_state : int or Generator, default 0
     allow_fewer : bool
         Take all units of a layer that has fewer than ``units`` (e.g. a 10-way fc8) instead of raising.
 
@@ -77,7 +108,8 @@ def sample_units(model: nn.Module, layers=None, units=250, *, input_size: int | 
                          allow_fewer=allow_fewer, func="sample_units")
 
 
-def _sample_units(model, layers, units, *, input_size, random_state, allow_fewer, func):
+def _sample_units(model, layers, units, *, input_size, random_state, allow_fewer, func,
+                  size_param: str = "input_size"):
     """:func:`sample_units`, with errors naming ``func`` (the public function the user called)."""
     if isinstance(layers, str):
         layers = [layers]
@@ -91,7 +123,7 @@ def _sample_units(model, layers, units, *, input_size, random_state, allow_fewer
     rng = check_random_state(random_state, func)
     if not (isinstance(units, str) and units == "all"):
         check_int(units, "units", func, min_value=1)
-    shapes = layer_shapes(model, layers, input_size)
+    shapes = _layer_shapes(model, layers, input_size, func=func, param=size_param)
     frames = []
     for li in infos:
         shp = shapes[li.alias]
@@ -120,7 +152,8 @@ def _sample_units(model, layers, units, *, input_size, random_state, allow_fewer
     return pd.concat(frames, ignore_index=True)
 
 
-def _channel_units(model, layers, units, *, input_size, random_state, allow_fewer, func):
+def _channel_units(model, layers, units, *, input_size, random_state, allow_fewer, func,
+                   size_param: str = "input_size"):
     """One unit per channel (``row = col = -1``): ``units`` channels sampled per layer, or ``"all"``."""
     if isinstance(layers, str):
         layers = [layers]
@@ -132,7 +165,7 @@ def _channel_units(model, layers, units, *, input_size, random_state, allow_fewe
     every = isinstance(units, str) and units == "all"
     if not every:
         check_int(units, "units", func, min_value=1)
-    shapes = layer_shapes(model, layers, input_size)
+    shapes = _layer_shapes(model, layers, input_size, func=func, param=size_param)
     frames = []
     for li in infos:
         c = int(shapes[li.alias][0])
@@ -240,11 +273,12 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
         ``"pre"``: output of the conv/linear module, before any batch norm or activation.
         ``"post"``: output of the activation that follows it (the layer output itself if none).
         In-place activations cannot corrupt ``pre`` values: sampled units are copied in the hook.
-    random_state : int or Generator
+    random_state : int or Generator, default 0
         Seed of the unit sampling.
     batch_size : int
     device : str or torch.device, optional
-        Where to run; default the model's device. The model's device and mode are restored.
+        Where to run; default the model's device. The model's device and mode are restored. A device
+        this machine lacks (``"cuda"`` without a GPU) or an unknown name is refused.
     progress : bool
         Show a tqdm progress bar.
     allow_fewer : bool
@@ -264,7 +298,15 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
     ------
     NetphysError
         Unknown layer (lists the valid ones), more units than a layer has, batch_size <= 0,
-        unknown site, images of the wrong size for the model, or NaN/inf activations.
+        unknown site, an unavailable device, images of the wrong size for the model, or NaN/inf
+        activations.
+
+    Notes
+    -----
+    Stimulus size: a model with trained weights whose input size is known
+    (``model_info(model).input_size``, e.g. 64 px for ``netphys_vgg16``) only takes stimuli of that
+    size (another size would silently give the responses at another scale); random networks and
+    models of unknown input size take any size their forward pass accepts.
     """
     from tqdm.auto import tqdm
 
@@ -277,7 +319,9 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
     check_choice(reduce, "reduce", func, (None, "channel_mean"))
     if len(stimuli) == 0:
         raise param_error("stimuli", func, "a non-empty StimulusSet", "0 stimuli")
-    run_device = torch.device(device) if device is not None else _model_device(model)
+    device = check_device(device, func)
+    run_device = device if device is not None else _model_device(model)
+    _check_stimulus_size(model, stimuli, func)
     if isinstance(units, pd.DataFrame):
         table = units.reset_index(drop=True)
         missing = [c for c in ("layer", "channel", "row", "col") if c not in table.columns]
@@ -295,12 +339,12 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
     else:
         sampler = _channel_units if reduce == "channel_mean" else _sample_units
         table = sampler(model, layers, units, input_size=stimuli.size, random_state=random_state,
-                              allow_fewer=allow_fewer, func=func)
+                        allow_fewer=allow_fewer, func=func, size_param="stimuli")
         layers = list(dict.fromkeys(table["layer"]))
         infos = {l: resolve_layer(model, l, func) for l in layers}
         seed_note = (int(random_state) if isinstance(random_state, (int, np.integer))
                      and not isinstance(random_state, bool) else "generator")
-    shapes = layer_shapes(model, layers, stimuli.size)
+    shapes = _layer_shapes(model, layers, stimuli.size, func=func, param="stimuli")
     hook_targets: dict[str, list] = {}
     col_slices = {}
     for l in layers:
@@ -399,6 +443,18 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
                        stimuli=stimuli.to_dict(), layers=layers, config=config, reduce=reduce or "none")
     da = xr.DataArray(out, dims=("stimulus", "unit"), coords=coords, name="activation", attrs=attrs)
     return da
+
+
+def _check_stimulus_size(model: nn.Module, stimuli: StimulusSet, func: str) -> None:
+    """Refuse stimuli of another size than a trained model's known input size."""
+    info = model_info(model)
+    known = int(info.input_size or 0)
+    if not known or stimuli.size == known or str(info.weights).startswith("random("):
+        return
+    raise param_error("stimuli", func, f"images at the model's input size ({known}x{known} px for "
+                      f"{info.name!r} with weights {info.weights})", f"{stimuli.size}x{stimuli.size} px images",
+                      f"build the set with preprocess=Preprocess(resize={known}, crop={known}) (or "
+                      "stimuli.with_preprocess(model_info(model).preprocess) for images read from files)")
 
 
 def unit_table(recording: xr.DataArray) -> pd.DataFrame:
