@@ -247,3 +247,56 @@ def test_executor_errors():
         except ImportError:
             with pytest.raises(NetphysError, match=rf"backend='{backend}' needs .* pip install"):
                 get_executor(backend)
+
+
+# ----------------------------------------------------------------------------- effect tables
+def _scores(layer, n, values, **extra):
+    import xarray as xr
+
+    return xr.Dataset({"gosi": ("unit", np.asarray(values, float)), **{k: ("unit", v) for k, v in extra.items()}},
+                      coords={"layer": ("unit", np.full(n, layer)), "channel": ("unit", np.arange(n))})
+
+
+def test_ablation_effects_known_answer(stim):
+    """fc8 reads only fc7 channels 256-511 (the top-scored half): ablating the bottom half changes nothing."""
+    from netphys.interventions import ablation_effects
+
+    model = reference_cnn(num_classes=3, in_size=32, random_state=0)
+    with torch.no_grad():
+        model.classifier[3].weight[:, :256] = 0
+    scores = _scores("fc7", 512, np.arange(512.0) / 512, peak_response=np.ones(512),
+                     zero_response=np.arange(512) < 10)
+    abl = ablation_effects(model, stim, scores, ["fc7"], n_random=2, random_state=0)
+    row = abl.loc["fc7"]
+    assert row["d_bottom"] == 0.0 and row["d_acc_bottom"] == 0.0 and row["n_ablated"] == 256
+    assert row["d_top"] != 0.0 and np.isfinite(row["d_random"]) and np.isfinite(row["d_random_sd"])
+    assert row["marked"] == bool(row["d_top"] > 0)  # d_bottom = 0: top > 2 x bottom iff d_top > 0
+    assert row["gosi_top"] == pytest.approx(np.arange(256, 512).mean() / 512)
+    assert (row["silent_top"], row["silent_bottom"]) == (0, 10) and row["peak_top"] == 1.0
+    assert no_hooks_left(model)
+    # any score name; groups without peak/zero columns
+    plain = _scores("fc7", 512, np.arange(512.0)).rename(gosi="rank")
+    t = ablation_effects(model, stim, plain, ["fc7"], score="rank")
+    assert {"rank_top", "rank_bottom"} <= set(t.columns) and "peak_top" not in t.columns
+    assert t.loc["fc7", "d_bottom"] == 0.0
+    with pytest.raises(NetphysError, match=r"the 'scores' parameter of ablation_effects must be an xarray.Dataset "
+                                           r"with a 'gosi' variable"):
+        ablation_effects(model, stim, plain, ["fc7"])
+    with pytest.raises(NetphysError, match=r"the 'layers' parameter of ablation_effects must be layers of the "
+                                           r"scores \(\['fc7'\]\), got 'conv1'"):
+        ablation_effects(model, stim, plain, ["conv1"], score="rank")
+
+
+def test_invariance_effects_below_the_ablated_layer_unchanged(cnn, stim):
+    from netphys.interventions import invariance_effects
+
+    scores = _scores("conv2", 32, np.linspace(0, 1, 32))
+    summary, tests, per_unit = invariance_effects(cnn, stim, scores, ["conv1", "conv2", "conv3"], ["conv2"],
+                                                  units=6, random_state=0)
+    assert set(per_unit) == {"intact", "conv2 top-gOSI ablated", "conv2 bottom-gOSI ablated"}
+    assert set(summary["network"]) == set(per_unit) and set(tests["group"]) == {"top", "bottom"}
+    below = tests[tests["layer"] == "conv1"]
+    np.testing.assert_array_equal(below["cv_ablated"], below["cv_intact"])
+    _, t2, _ = invariance_effects(cnn, stim, scores, ["conv3"], ["conv2"], units=6, control=False)
+    assert list(t2["group"]) == ["top"]
+    assert no_hooks_left(cnn)

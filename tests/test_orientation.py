@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from conftest import SHARED_DATA, no_hooks_left  # noqa: E402
@@ -109,6 +110,9 @@ def test_grating_responses_centre_and_mean():
     # conv6 is 1x1 at 32 px and FC units are single: centre == mean there
     rest = ~c1
     np.testing.assert_allclose(centre.values[:, rest], mean.values[:, rest], rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # a channel's "mean" response: the spatial mean of its post-ReLU map
+        maps = model.features[:3](grats.tensor(np.arange(5)))
+    np.testing.assert_allclose(mean.values[:5, c1], maps.mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
     g = channel_gosi(centre)
     assert ((g["gosi"] >= 0) & (g["gosi"] <= 1)).all()
     table = gosi_by_layer(g)

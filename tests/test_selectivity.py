@@ -12,6 +12,7 @@ import torch  # noqa: E402
 import xarray as xr  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from netphys._validation import NetphysError  # noqa: E402
 from netphys.stats.selectivity import (circular_range, gosi, orientation_vector,  # noqa: E402
                                        selective_fraction, sf_dependence, shuffled_gosi,
                                        tuning_array)
@@ -406,3 +407,94 @@ def test_plot_gosi_histograms_returns_figure():
                                          r"must be the same layers as gosi_by_layer"):
         plot_gosi_histograms(g, {"conv0": s["conv0"]})
     plt.close("all")
+
+
+# ----------------------------------------------------------------------------- per-layer tables, spearman
+def _gosi_result():
+    import xarray as xr
+
+    g = np.array([0.1, 0.5, 0.9, 0.0, 0.2, 0.4])
+    return xr.Dataset({"gosi": ("unit", g), "zero_response": ("unit", np.array([0, 0, 0, 1, 0, 0], bool))},
+                      coords={"layer": ("unit", np.array(["a", "a", "a", "b", "b", "b"]))})
+
+
+def test_gosi_by_layer_known_answers():
+    from netphys.stats.selectivity import gosi_by_layer, gosi_by_layer_with_control
+
+    t = gosi_by_layer(_gosi_result())
+    assert list(t.index) == ["a", "b"]
+    assert t.loc["a", "mean_gosi"] == pytest.approx(0.5) and t.loc["a", "median_gosi"] == pytest.approx(0.5)
+    assert t.loc["a", "frac_selective"] == pytest.approx(2 / 3) and t.loc["b", "frac_selective"] == pytest.approx(1 / 3)
+    assert list(t["n_silent"]) == [0, 1] and list(t["n_units"]) == [3, 3]
+    assert gosi_by_layer(_gosi_result(), ["b"], threshold=0.1).loc["b", "frac_selective"] == pytest.approx(2 / 3)
+    shuf = _gosi_result().assign(gosi=("unit", np.zeros(6))).expand_dims(shuffle=[0])
+    both = gosi_by_layer_with_control(_gosi_result(), shuf)
+    assert list(both["mean_gosi_shuffled"]) == [0.0, 0.0] and list(both["frac_selective_shuffled"]) == [0.0, 0.0]
+    with pytest.raises(NetphysError, match=r"the 'layers' parameter of gosi_by_layer must be layers of the result"):
+        gosi_by_layer(_gosi_result(), ["c"])
+
+
+def test_channel_gosi_keeps_unit_coords():
+    from netphys.stats.selectivity import channel_gosi
+
+    theta = np.repeat([0.0, 45.0, 90.0, 135.0], 2)
+    resp = np.stack([np.cos(np.deg2rad(theta - 0)) ** 2, np.ones(8)], axis=1)  # a cos^2 unit and a flat one
+    import xarray as xr
+
+    da = xr.DataArray(resp, dims=("stimulus", "unit"),
+                      coords={"orientation": ("stimulus", theta), "phase": ("stimulus", np.tile([0.0, 90.0], 4)),
+                              "sf": ("stimulus", np.ones(8)), "layer": ("unit", ["x", "x"]), "channel": ("unit", [0, 1])})
+    g = channel_gosi(da)
+    np.testing.assert_allclose(g["gosi"].values, [0.5, 0.0], atol=1e-12)  # (b/4) / (a + b/2) with a = 0
+    assert list(g["channel"].values) == [0, 1] and list(g["layer"].values) == ["x", "x"]
+
+
+def test_spearman():
+    from netphys.stats.selectivity import spearman
+
+    r, p = spearman([1, 2, 3, 4, 5], [2, 4, 6, 8, 100])
+    assert r == pytest.approx(1.0) and p < 0.05
+    assert spearman([1, 2, 3, np.nan, 5], [5, 4, 3, 0, 1])[0] == pytest.approx(-1.0)  # NaN pair dropped
+    assert all(np.isnan(spearman([1, 1, 1, 1], [1, 2, 3, 4])))  # constant side: undefined
+    assert all(np.isnan(spearman([1, 2], [2, 1])))  # fewer than 3 pairs
+
+
+# ----------------------------------------------------------------------------- activity (stats.activity)
+def _rec(values, layers):
+    import xarray as xr
+
+    values = np.asarray(values, float)
+    return xr.DataArray(values, dims=("stimulus", "unit"),
+                        coords={"layer": ("unit", layers), "depth": ("unit", [1] * len(layers)),
+                                "kind": ("unit", ["conv"] * len(layers))})
+
+
+def test_lifetime_sparseness_known_answers():
+    from netphys.stats.activity import lifetime_sparseness
+
+    n = 5
+    one_hot = np.zeros(n)
+    one_hot[2] = 4.0
+    rec = _rec(np.stack([np.full(n, 3.0), one_hot, np.zeros(n), -np.arange(n, dtype=float)], axis=1),
+               ["a", "a", "b", "b"])
+    s = lifetime_sparseness(rec)
+    np.testing.assert_allclose(s.values, [0.0, 1 - 1 / n, 0.0, 0.0], atol=1e-12)  # negatives rectified -> silent
+    assert list(s["layer"].values) == ["a", "a", "b", "b"]
+    np.testing.assert_allclose(lifetime_sparseness(rec, normalise=True).values, [0, 1, 0, 0], atol=1e-12)
+    # two equal responses among four stimuli: a = (2r/4)^2 / (2r^2/4) = 1/2
+    half = _rec(np.array([[1.0], [1.0], [0.0], [0.0]]), ["a"])
+    assert float(lifetime_sparseness(half)[0]) == pytest.approx(0.5)
+    with pytest.raises(NetphysError, match=r"the 'recording' parameter of lifetime_sparseness must be an "
+                                           r"xarray.DataArray with dims \('stimulus', 'unit'\)"):
+        lifetime_sparseness(np.ones((3, 2)))
+
+
+def test_activation_statistics_per_layer():
+    from netphys.stats.activity import activation_statistics
+
+    rec = _rec([[1.0, -1.0, 2.0], [3.0, -1.0, 2.0]], ["a", "a", "b"])
+    t = activation_statistics(rec)
+    assert list(t.index) == ["a", "b"] and list(t["n_units"]) == [2, 1]
+    assert t.loc["a", "mean"] == pytest.approx(0.5) and t.loc["a", "frac_positive"] == pytest.approx(0.5)
+    assert t.loc["a", "sd"] == pytest.approx(0.5)  # SDs over stimuli: 1 and 0
+    assert t.loc["b", "sparseness"] == pytest.approx(0.0) and t.loc["a", "kind"] == "conv"
