@@ -20,3 +20,4 @@ __all__ = [
     "load_ecker_v1",
     "load_allen_v1",
 ]
+from .v1 import load_v1_gosi, v1_gosi  # noqa: E402,F401  (gOSI of the Ecker V1 units; netphys.neural.v1)
