@@ -91,6 +91,15 @@ def _from_npz(data) -> tuple[xr.Dataset, str]:
     return xr.Dataset(dvars, coords=coords, attrs=meta["attrs"]), str(data["__key__"])
 
 
+def _warn(msg: str) -> None:
+    import warnings
+
+    from .._validation import NetphysWarning
+
+    log.info(msg)
+    warnings.warn(msg, NetphysWarning, stacklevel=3)
+
+
 class PieceCache:
     """Content-addressed store of experiment pieces under ``root`` (``None``: memory only).
 
@@ -133,13 +142,13 @@ class PieceCache:
                 ds, stored = _from_npz(data)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
             msg = f"damaged cache piece {name} ({p.name}: {type(exc).__name__}: {exc}); recomputed"
-            log.warning(msg)
+            _warn(msg)
             self.events.append(msg)
             p.unlink(missing_ok=True)
             return None
         if stored != doc:
             msg = f"cache piece {name} ({p.name}) was written for another key; recomputed"
-            log.warning(msg)
+            _warn(msg)
             self.events.append(msg)
             return None
         self._memory[key] = ds
