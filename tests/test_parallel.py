@@ -27,11 +27,19 @@ def _draw(seed):
     return np.random.default_rng(seed).normal(size=4)
 
 
-def _finish_time(spec):
-    """Sleep, then report (index, wall-clock finish time)."""
-    index, seconds = spec
-    time.sleep(seconds)
-    return index, time.time()
+def _finish_after(spec):
+    """Job ``(index, flag, wait)``: wait for the file ``flag`` (or create it), then report the time."""
+    index, flag, wait = spec
+    if wait:
+        deadline = time.time() + 60
+        while not os.path.exists(flag):
+            if time.time() > deadline:
+                raise TimeoutError(f"{flag} never appeared: the jobs did not run concurrently")
+            time.sleep(0.01)
+        return index, time.time()
+    done = time.time()                   # before the flag: the waiting job can only read a later time
+    open(flag, "w").close()
+    return index, done
 
 
 def _span(seconds):
@@ -100,11 +108,12 @@ def _expected_draws():
     return [np.random.default_rng(s).normal(size=4) for s in SEEDS]
 
 
-def _check_order(ex):
-    # job 0 sleeps while the other worker finishes jobs 1 and 2: completion order is 1, 2, 0
-    out = ex.map(_finish_time, [(0, 1.0), (1, 0.0), (2, 0.0)])
-    assert [i for i, _ in out] == [0, 1, 2]
-    assert out[0][1] > out[2][1]           # really finished out of order, returned in order
+def _check_order(ex, tmp_path):
+    # job 0 waits until job 2 has run (on the other worker): job 0 is the last to finish
+    flag = str(tmp_path / "job2-done")
+    out = ex.map(_finish_after, [(0, flag, True), (1, flag + "-unused", False), (2, flag, False)])
+    assert [i for i, _ in out] == [0, 1, 2]         # returned in submission order ...
+    assert out[0][1] >= out[2][1]                   # ... though job 0 finished after job 2
 
 
 def _check_reraise(ex, backend):
@@ -180,11 +189,11 @@ def process_ex():
 
 
 @pytest.mark.timeout(120)
-def test_process_matches_serial_in_order(process_ex):
+def test_process_matches_serial_in_order(process_ex, tmp_path):
     got = process_ex.map(_draw, SEEDS)
     for g, e in zip(got, _expected_draws()):
         np.testing.assert_array_equal(g, e)
-    _check_order(process_ex)
+    _check_order(process_ex, tmp_path)
     assert process_ex.map(_torch_threads, [0, 1]) == [1, 1]
 
 
@@ -212,6 +221,11 @@ def test_process_rejects_what_does_not_pickle():
                                                r"picklable, got 'item 1: <unlocked _thread.lock"):
             ex.map(_identity, [1, threading.Lock()])
         assert ex._pool is None
+    ex = get_executor("process", max_workers=1)
+    assert ex._ensure() is ex._pool is not None              # a pool; its workers start on submit
+    ex.close()                                               # alias of shutdown
+    ex.close()
+    assert ex._pool is None
 
 
 # ----------------------------------------------------------------------------- ray
@@ -228,11 +242,11 @@ def ray_ex():
 
 
 @pytest.mark.timeout(120)
-def test_ray_matches_serial_in_order(ray_ex):
+def test_ray_matches_serial_in_order(ray_ex, tmp_path):
     got = ray_ex.map(_draw, SEEDS)
     for g, e in zip(got, _expected_draws()):
         np.testing.assert_array_equal(g, e)
-    _check_order(ray_ex)
+    _check_order(ray_ex, tmp_path)
     assert ray_ex.map(lambda x: 2 * x, [1, 2, 3]) == [2, 4, 6]     # cloudpickle: lambdas travel
     assert ray_ex.map(_identity, []) == []
 
@@ -274,7 +288,7 @@ def test_ray_threads_nesting_and_in_flight_bound(ray_ex):
                                                r"most the 2 CPUs of the Ray instance, got 3"):
             get_executor("ray", threads_per_worker=3)
     ray_ex2 = get_executor("ray")
-    ray_ex2.shutdown()
+    ray_ex2.close()                                          # alias of shutdown
     with pytest.raises(NetphysError, match=r"this RayExecutor has been shut down"):
         ray_ex2.map(_identity, [1])
     assert ray.is_initialized()

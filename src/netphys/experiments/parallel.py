@@ -28,13 +28,16 @@ Back-ends
     the executor starts a local one (``num_cpus = max_workers * threads_per_worker``, no
     dashboard) and shuts it down on exit; an instance that was already running in this process
     (``ray.init(...)`` called by you, with whatever ``runtime_env`` or ``namespace`` you need) is
-    used as it is and left running.
+    used as it is and left running. Workers of a local instance started here import from this
+    process's ``sys.path``, as spawned processes do, so jobs defined next to your script unpickle.
 
 Running a sweep on a Ray cluster
 --------------------------------
 1. Install the same netphys version, with ``pip install 'netphys[ray]'``, on every node; put the
-   data and cache directories on a file system that every node sees (or ship them with a Ray
-   ``runtime_env``).
+   data and cache directories on a file system that every node sees. Job functions must be
+   importable on the workers: keep them in an installed package, or call
+   ``ray.init(address="auto", runtime_env={"py_modules": [my_jobs]})`` yourself before creating
+   the executor (it then uses that connection).
 2. Start the cluster: ``ray start --head`` on the head node, then
    ``ray start --address=<head-ip>:6379`` on each worker node (or ``ray up cluster.yaml``).
 3. On a node of the cluster, run the driver with ``address="auto"``::
@@ -45,9 +48,11 @@ Running a sweep on a Ray cluster
            results = ex.map(train_one, specs)      # each job reserves 4 of the cluster's CPUs
 
    or submit the same script with ``ray job submit --address http://<head-ip>:8265 -- python
-   sweep.py``. The experiment configs expose this as ``backend="ray"``. Leaving the ``with``
-   block disconnects the driver; the cluster keeps running. ``max_workers`` (optional on a
-   cluster) caps the jobs in flight; by default Ray schedules as many as the cluster's CPUs allow.
+   sweep.py``. Leaving the ``with`` block disconnects the driver; the cluster keeps running.
+   ``max_workers`` (optional on a cluster) caps the jobs in flight; by default Ray schedules as
+   many as the cluster's CPUs allow. An experiment run with ``backend="ray"`` uses the instance
+   already running in the process, so call ``ray.init(address="auto")`` before it to send its
+   pieces to the cluster (or hand an open executor to a runner that accepts one).
 """
 from __future__ import annotations
 
@@ -172,6 +177,10 @@ class SerialExecutor:
 
     def shutdown(self):
         """Release the back-end's resources (nothing to do for ``serial``)."""
+
+    def close(self):
+        """Same as :meth:`shutdown` (idempotent)."""
+        self.shutdown()
 
 
 def _check_pickles(fn: Callable, items: list, func: str, dumps: Callable, fix: str):
