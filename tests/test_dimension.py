@@ -307,7 +307,7 @@ def test_precomputed_must_be_square():
 def test_fit_returns_self_and_repr():
     est = TwoNN(discard_fraction=0.2)
     assert est.fit(np.random.default_rng(0).random((100, 2))) is est
-    assert repr(est) == "TwoNN(discard_fraction=0.2, duplicates='drop', metric='euclidean', random_state=None)"
+    assert repr(est) == "TwoNN(discard_fraction=0.2, duplicates='drop', metric='euclidean', random_state=0)"
     assert est.set_params(discard_fraction=0.3).discard_fraction == 0.3
 
 
@@ -435,3 +435,30 @@ def test_power_law_errors():
     with pytest.raises(NetphysError, match="'id_samples' parameter of fit_power_law must be given when "
                                            "n_boot > 0"):
         fit_power_law([1, 2, 3, 4], [1, 2, 3, 4], n_boot=5)
+
+
+# ---------------------------------------------------------------------- scikit-learn estimator protocol
+def test_twonn_is_a_sklearn_estimator_with_a_float_score():
+    from sklearn.base import BaseEstimator, clone
+
+    est = TwoNN(0.2, duplicates="error", random_state=4)
+    assert isinstance(est, BaseEstimator)
+    assert est.get_params() == {"discard_fraction": 0.2, "duplicates": "error", "metric": "euclidean",
+                                "random_state": 4}
+    twin = clone(est)
+    assert twin is not est and twin.get_params() == est.get_params() and not hasattr(twin, "dimension_")
+    assert TwoNN().random_state == 0  # one default for random_state
+    with pytest.raises(NetphysError, match="not fitted yet"):
+        twin.score(np.zeros((5, 2)))
+    rng = np.random.default_rng(0)
+    X = rng.random((3000, 2))
+    est.fit(X)
+    s = est.score(rng.random((3000, 2)))
+    assert isinstance(s, float)
+    d = est.dimension_
+    # about the Pareto law's expected log-density (the boundary of the square fattens the tail of mu)
+    assert s == pytest.approx(np.log(d) - (d + 1) / d, abs=0.15)
+    # the likelihood prefers the fitted dimension to a wrong one
+    wrong = clone(est).fit(X)
+    wrong.dimension_ = 2 * d
+    assert est.score(X) > wrong.score(X)

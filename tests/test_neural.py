@@ -114,15 +114,15 @@ def test_from_arrays_model():
     ds = from_arrays({"V1": v1, "LL": ll}, images=imgs, labels=list("ababababab"),
                      attrs={"source": "synthetic"})
     assert isinstance(ds, NeuralDataset)
-    assert ds.areas == ["V1", "LL"] and ds.n_stimuli == 10 and ds.n_neurons == {"V1": 4, "LL": 3}
+    assert ds.areas == ["V1", "LL"] and ds.n_stimuli == 10 and ds.n_units == {"V1": 4, "LL": 3}
     r = ds.responses("LL")
-    assert r.dims == ("stimulus", "neuron") and r.shape == (10, 3)
+    assert r.dims == ("stimulus", "unit") and r.shape == (10, 3)
     np.testing.assert_array_equal(r.values, ll)
     np.testing.assert_array_equal(r["label"].values, list("ababababab"))
     assert ds.images is imgs or np.array_equal(ds.images, imgs)
     np.testing.assert_array_equal(ds.labels, list("ababababab"))
     assert ds.attrs["source"] == "synthetic" and not ds.has_repeats("V1")
-    assert "V1: {'stimulus': 10, 'neuron': 4}" in repr(ds)
+    assert "V1: {'stimulus': 10, 'unit': 4}" in repr(ds)
 
 
 def test_from_arrays_transpose_and_grayscale():
@@ -138,13 +138,13 @@ def test_repeats_nanmean_and_dataframe():
     ds = from_arrays({"V1": trials}, stimuli=pd.DataFrame({"orientation": [0, 45, 90, 135]}))
     assert ds.has_repeats("V1")
     full = ds.responses("V1", average_repeats=False)
-    assert full.dims == ("stimulus", "neuron", "repeat")
+    assert full.dims == ("stimulus", "unit", "repeat")
     mean = ds.responses("V1")
     np.testing.assert_allclose(mean.values, np.nanmean(trials, axis=2))
     assert mean.values[0, 0] == pytest.approx(trials[0, 0, :3].mean())
     table = ds.to_dataframe(average_repeats=False)
     assert len(table) == trials.size - 2  # the NaN padding is left out
-    assert {"area", "stimulus", "neuron", "repeat", "response", "orientation"} <= set(table.columns)
+    assert {"area", "stimulus", "unit", "repeat", "response", "orientation"} <= set(table.columns)
     avg = ds.to_dataframe()
     assert len(avg) == 12 and "repeat" not in avg.columns
     assert avg.loc[(avg.stimulus == 2), "orientation"].unique().tolist() == [90]
@@ -155,13 +155,13 @@ def test_repeats_nanmean_and_dataframe():
      r"the 'responses' parameter of from_arrays must be arrays with the same number of stimuli \(rows\) in "
      r"every area, got \{'V1': 10, 'LM': 9\}; pass transpose=True"),
     ({"V1": np.zeros(10)}, {},
-     r"the 'responses\['V1'\]' parameter of from_arrays must be an array of shape \(n_stimuli, n_neurons\) "
-     r"or \(n_stimuli, n_neurons, n_repeats\), got 'shape \(10,\)'"),
+     r"the 'responses\['V1'\]' parameter of from_arrays must be an array of shape \(n_stimuli, n_units\) "
+     r"or \(n_stimuli, n_units, n_repeats\), got 'shape \(10,\)'"),
     ({"V1": np.array([[1.0, np.nan], [2.0, 3.0]])}, {},
      r"the 'responses\['V1'\]' parameter of NeuralDataset must be finite \(no NaN or inf\), got '1 non-finite "
      r"value\(s\) in responses of shape \(2, 2\)'; NaN is only allowed as padding of missing trials"),
     ({"V1": np.full((2, 2, 3), np.nan)}, {},
-     r"must be at least one finite repeat for every \(stimulus, neuron\), got '4 pair\(s\) with only NaN"),
+     r"must be at least one finite repeat for every \(stimulus, unit\), got '4 pair\(s\) with only NaN"),
     ({"V1": np.zeros((4, 2))}, {"images": np.zeros((3, 5, 5, 3))},
      r"the 'images' parameter of NeuralDataset must be one image per stimulus \(4\), got '3 images'"),
     ({"V1": np.zeros((4, 2))}, {"images": np.zeros((4, 5))},
@@ -181,12 +181,12 @@ def test_unknown_area_and_bad_dataarray():
                                            r"'V1', got 'V2'"):
         ds.responses("V2")
     bad = xr.DataArray(np.zeros((3, 2)), dims=("image", "unit"))
-    with pytest.raises(NetphysError, match=r"must be a DataArray with dims \('stimulus', 'neuron'\)"):
+    with pytest.raises(NetphysError, match=r"must be a DataArray with dims \('stimulus', 'unit'\)"):
         NeuralDataset({"V1": bad})
 
 
 def test_lazy_images_are_validated_on_access():
-    ds = NeuralDataset({"V1": xr.DataArray(np.zeros((3, 2)), dims=("stimulus", "neuron"))},
+    ds = NeuralDataset({"V1": xr.DataArray(np.zeros((3, 2)), dims=("stimulus", "unit"))},
                        images=lambda: np.zeros((2, 4, 4, 3), np.uint8))
     with pytest.raises(NetphysError, match=r"one image per stimulus \(3\), got '2 images'"):
         _ = ds.images
@@ -265,7 +265,7 @@ def test_cowley_synthetic(cowley_root):
 def test_cowley_repeats_nan_padded(cowley_root):
     raw = load_cowley_v4(cowley_root, sessions=["S1"], repeats=True)["S1"]
     trials = raw.responses("V4", average_repeats=False)
-    assert trials.dims == ("stimulus", "neuron", "repeat") and trials.shape == (5, 3, 4)
+    assert trials.dims == ("stimulus", "unit", "repeat") and trials.shape == (5, 3, 4)
     assert np.isnan(trials.values).sum() == 2 + 3
     avg = load_cowley_v4(cowley_root, sessions="S1", images=False)["S1"]
     np.testing.assert_allclose(raw.responses("V4").values, avg.responses("V4").values)
@@ -305,7 +305,7 @@ def test_ecker_static_synthetic(ecker_root):
     assert list(sessions) == ["2008-09-01_13-34-21", "2002-04-01"]
     ds = sessions["2008-09-01_13-34-21"]
     trials = ds.responses("V1", average_repeats=False)
-    assert trials.dims == ("stimulus", "neuron", "repeat") and trials.shape == (6, 4, 5)
+    assert trials.dims == ("stimulus", "unit", "repeat") and trials.shape == (6, 4, 5)
     times = np.arange(-195, 700, 10)
     window = (times >= 50) & (times < 550)
     expected = s1["spikes"][:, :, window, :].sum(axis=2).astype(float).transpose(1, 0, 2)
@@ -330,7 +330,7 @@ def test_ecker_options(ecker_root):
     np.testing.assert_array_equal(early.responses("V1", average_repeats=False).values[0, :, 1],
                                   s1["spikes"][:, 0, :20, 1].sum(axis=1))
     clean = load_ecker_v1(root, max_contamination=0.05)["2008-09-01_13-34-21"]
-    assert clean.n_neurons == {"V1": 2}
+    assert clean.n_units == {"V1": 2}
     np.testing.assert_array_equal(clean.responses("V1")["unit_index"].values, [0, 1])
     moving = load_ecker_v1(root, kind="moving")["2003-06-18"]
     np.testing.assert_array_equal(moving.stimuli["direction"], np.arange(0, 360, 45.0))
@@ -391,7 +391,7 @@ def _needs(folder: str):
 def test_real_cowley_v4():
     sessions = load_cowley_v4(SHARED, images=False)
     assert len(sessions) == 12
-    assert sum(ds.n_neurons["V4"] for ds in sessions.values()) == 598
+    assert sum(ds.n_units["V4"] for ds in sessions.values()) == 598
     assert sessions["190923"].responses("V4").shape == (1200, 33)
     with_images = load_cowley_v4(SHARED, sessions=["190923"])["190923"]  # images in a zip sub-folder
     assert with_images.images.shape == (1200, 112, 112, 3) and with_images.images.dtype == np.uint8
@@ -406,10 +406,10 @@ def test_real_cowley_v4():
 def test_real_ecker_v1(kind, n_sessions, n_units):
     sessions = load_ecker_v1(SHARED, kind=kind)
     assert len(sessions) == n_sessions
-    assert sum(ds.n_neurons["V1"] for ds in sessions.values()) == n_units
+    assert sum(ds.n_units["V1"] for ds in sessions.values()) == n_units
     for ds in sessions.values():
         r = ds.responses("V1")
-        assert r.dims == ("stimulus", "neuron") and np.isfinite(r.values).all()
+        assert r.dims == ("stimulus", "unit") and np.isfinite(r.values).all()
     if kind == "moving":
         assert sessions["2003-07-04"].attrs["n_missing_trials"] == 9
         assert sessions["2008-08-09_12-28-59"].responses("V1", average_repeats=False).shape == (16, 38, 13)
@@ -427,3 +427,18 @@ def test_real_allen_v1_and_twonn():
     assert ds.images.shape == (118, 31, 31)
     est = TwoNN().fit(ds.responses("V1"))
     assert 2 < est.dimension_ < 60 and est.n_used_ == 118
+
+
+def test_unit_dim_like_recordings_and_legacy_neuron_alias():
+    ds = from_arrays({"V1": np.arange(6.0).reshape(3, 2)})
+    assert ds.responses("V1").dims == ("stimulus", "unit") and ds.n_units == {"V1": 2}
+    assert "unit" in ds.to_dataframe().columns
+    with pytest.warns(DeprecationWarning, match="n_neurons is deprecated; use n_units"):
+        assert ds.n_neurons == {"V1": 2}
+    old = xr.DataArray(np.arange(6.0).reshape(3, 2), dims=("stimulus", "neuron"))
+    with pytest.warns(DeprecationWarning, match="the 'neuron' dim is deprecated"):
+        legacy = NeuralDataset({"V1": old})
+    np.testing.assert_array_equal(legacy.responses("V1").values, old.values)
+    assert legacy.responses("V1").dims == ("stimulus", "unit")
+    with pytest.warns(DeprecationWarning, match="'neuron' dim"):
+        assert from_arrays({"V1": old}).responses("V1").dims == ("stimulus", "unit")

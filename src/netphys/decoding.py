@@ -15,6 +15,7 @@ import logging
 import numpy as np
 import pandas as pd
 import xarray as xr
+from sklearn.base import BaseEstimator
 
 from ._random import check_random_state
 from ._validation import NetphysError, check_choice, check_finite, check_int, param_error
@@ -22,8 +23,11 @@ from ._validation import NetphysError, check_choice, check_finite, check_int, pa
 log = logging.getLogger(__name__)
 
 
-class LinearSVM:
+class LinearSVM(BaseEstimator):
     """Batched one-vs-rest linear SVMs (squared hinge, L2), the objective of ``LinearSVC(dual=False)``.
+
+    A scikit-learn estimator (``get_params``, ``set_params``, ``sklearn.base.clone``): the
+    constructor only stores its settings, :meth:`fit` returns ``self`` and learned state ends in ``_``.
 
     Parameters
     ----------
@@ -67,6 +71,10 @@ class LinearSVM:
             X = X[None]
         if X.ndim != 3:
             raise param_error("X", func, "an array (n_problems, n_samples, n_features)", f"shape {X.shape}")
+        for name, v in (("C", self.C), ("intercept_scaling", self.intercept_scaling), ("tol", self.tol)):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not v > 0:
+                raise param_error(name, func, "a number > 0", v)
+        check_int(self.max_iter, "max_iter", func, min_value=1)
         y = np.asarray(y)
         if y.shape != (X.shape[1],):
             raise param_error("y", func, f"{X.shape[1]} labels", f"shape {y.shape}")
@@ -98,9 +106,16 @@ class LinearSVM:
     def predict(self, X) -> np.ndarray:
         return self.classes_[self.decision_function(X).argmax(-1)]
 
-    def score(self, X, y) -> np.ndarray:
+    def problem_scores(self, X, y) -> np.ndarray:
         """Accuracy of each problem's model, shape (n_problems,)."""
         return (self.predict(X) == np.asarray(y)[None, :]).mean(axis=1)
+
+    def score(self, X, y) -> float:
+        """Mean accuracy over the problems (the accuracy itself for a single problem), a float.
+
+        :meth:`problem_scores` gives one accuracy per problem.
+        """
+        return float(self.problem_scores(X, y).mean())
 
 
 def balanced_split(labels, n_train: int = 250, n_val: int = 50, *, n_classes: int | None = 10,
@@ -166,7 +181,7 @@ def decode_layers(recording: xr.DataArray, *, n_train: int = 250, n_val: int = 5
         250, 100, 200 in the paper. Layers with fewer units than ``n_units`` use all of them.
     C : float
     backend : {"sklearn"}
-    random_state : int
+    random_state : int or Generator, default 0
 
     Returns
     -------
@@ -177,6 +192,18 @@ def decode_layers(recording: xr.DataArray, *, n_train: int = 250, n_val: int = 5
     from tqdm.auto import tqdm
 
     func = "decode_layers"
+    if not isinstance(recording, xr.DataArray):
+        raise param_error("recording", func, "an xarray.DataArray (stimulus, unit) from record()",
+                          type(recording).__name__,
+                          "record the network with netphys.recording.record, or wrap a stimulus x unit "
+                          "array as xarray.DataArray(X, dims=('stimulus', 'unit'), coords={'label': "
+                          "('stimulus', y), 'layer': ('unit', layers)})")
+    if "stimulus" not in recording.dims or "unit" not in recording.dims or recording.ndim != 2:
+        raise param_error("recording", func, "a DataArray with dims ('stimulus', 'unit')", recording.dims)
+    if "layer" not in recording.coords:
+        raise param_error("recording", func, "a recording with a 'layer' unit coordinate",
+                          list(recording.coords))
+    recording = recording.transpose("stimulus", "unit")
     for name, v, lo in (("n_units", n_units, 1), ("n_subsamples", n_subsamples, 1), ("pool", pool, 1),
                         ("n_train", n_train, 1), ("n_val", n_val, 1)):
         check_int(v, name, func, min_value=lo)
@@ -212,8 +239,8 @@ def decode_layers(recording: xr.DataArray, *, n_train: int = 250, n_val: int = 5
             Xt = Xtr[:, sl].transpose(1, 0, 2)
             Xv = Xva[:, sl].transpose(1, 0, 2)
             svm = LinearSVM(C=C, backend=backend).fit(Xt, y_all[split["train"]])
-            tr_acc[li, s:s + chunk] = svm.score(Xt, y_all[split["train"]])
-            va_acc[li, s:s + chunk] = svm.score(Xv, y_all[split["val"]])
+            tr_acc[li, s:s + chunk] = svm.problem_scores(Xt, y_all[split["train"]])
+            va_acc[li, s:s + chunk] = svm.problem_scores(Xv, y_all[split["val"]])
     return xr.Dataset(
         {"train_accuracy": (("layer", "subsample"), tr_acc), "val_accuracy": (("layer", "subsample"), va_acc)},
         coords={"layer": layers, "subsample": np.arange(n_subsamples), "kind": ("layer", kinds),

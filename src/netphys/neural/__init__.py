@@ -1,7 +1,7 @@
 """Neural recordings: a small data model and loaders, so that the statistics run on real data too.
 
 A :class:`NeuralDataset` holds, per area, an ``xarray.DataArray`` of responses with dims
-``(stimulus, neuron)`` or ``(stimulus, neuron, repeat)``, the stimulus images and per-stimulus
+``(stimulus, unit)`` or ``(stimulus, unit, repeat)``, the stimulus images and per-stimulus
 coordinates, and provenance (source, citation, licence) in ``attrs``.
 
 * :func:`from_arrays`, :func:`from_files` -- a user's own data (e.g. rat V1/LM/LI/LL, Fig. 2);

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -14,7 +15,18 @@ from .._validation import param_error
 
 log = logging.getLogger(__name__)
 
-RESPONSE_DIMS = ("stimulus", "neuron")
+RESPONSE_DIMS = ("stimulus", "unit")
+#: The old name of the ``unit`` dim (renamed to match recordings); still read, with a DeprecationWarning.
+_LEGACY_UNIT_DIM = "neuron"
+
+
+def _legacy_dim(da, where: str):
+    """``da`` with a legacy ``neuron`` dim renamed to ``unit`` (DeprecationWarning)."""
+    if isinstance(da, xr.DataArray) and _LEGACY_UNIT_DIM in da.dims and "unit" not in da.dims:
+        warnings.warn(f"{where}: the 'neuron' dim is deprecated; neural responses use the 'unit' dim, as "
+                      "recordings do (da.rename(neuron='unit'))", DeprecationWarning, stacklevel=4)
+        return da.rename({_LEGACY_UNIT_DIM: "unit"})
+    return da
 REPEAT_DIM = "repeat"
 SHARED_DATA_ENV = "NETPHYS_SHARED_DATA"
 
@@ -22,15 +34,15 @@ SHARED_DATA_ENV = "NETPHYS_SHARED_DATA"
 class NeuralDataset:
     """Responses of recorded neurons, grouped by area, to one set of stimuli.
 
-    Every area holds an :class:`xarray.DataArray` with dims ``(stimulus, neuron)`` (responses averaged
-    over repeats) or ``(stimulus, neuron, repeat)`` (single trials; NaN pads stimuli shown fewer
+    Every area holds an :class:`xarray.DataArray` with dims ``(stimulus, unit)`` (responses averaged
+    over repeats) or ``(stimulus, unit, repeat)`` (single trials; NaN pads stimuli shown fewer
     times). All areas share the ``stimulus`` axis, whose per-stimulus coordinates (labels, grating
     conditions, ...) live in :attr:`stimuli`; the images, when known, in :attr:`images`.
 
     Parameters
     ----------
     responses : mapping of str to xarray.DataArray
-        Area name -> responses, dims ``(stimulus, neuron[, repeat])``; see :func:`from_arrays` to build
+        Area name -> responses, dims ``(stimulus, unit[, repeat])``; see :func:`from_arrays` to build
         them from plain arrays.
     images : ndarray or callable, optional
         ``(n_stimuli, H, W, 3)`` uint8 RGB or ``(n_stimuli, H, W)`` grayscale images, or a callable
@@ -71,9 +83,10 @@ class NeuralDataset:
             if not isinstance(da, xr.DataArray):
                 raise param_error(f"responses[{area!r}]", func, "an xarray.DataArray", type(da).__name__,
                                   "build datasets from plain arrays with netphys.neural.from_arrays")
+            da = _legacy_dim(da, func)
             if da.dims not in (RESPONSE_DIMS, RESPONSE_DIMS + (REPEAT_DIM,)):
                 raise param_error(f"responses[{area!r}]", func,
-                                  "a DataArray with dims ('stimulus', 'neuron') or ('stimulus', 'neuron', "
+                                  "a DataArray with dims ('stimulus', 'unit') or ('stimulus', 'unit', "
                                   "'repeat')", da.dims)
             _check_response_values(da.values, f"responses[{area!r}]", func)
             if n_stim is None:
@@ -113,9 +126,15 @@ class NeuralDataset:
         return len(self.stimuli)
 
     @property
+    def n_units(self) -> dict[str, int]:
+        """Number of recorded units (neurons) per area."""
+        return {a: int(da.sizes["unit"]) for a, da in self._areas.items()}
+
+    @property
     def n_neurons(self) -> dict[str, int]:
-        """Number of neurons per area."""
-        return {a: int(da.sizes["neuron"]) for a, da in self._areas.items()}
+        """Deprecated alias of :attr:`n_units`."""
+        warnings.warn("NeuralDataset.n_neurons is deprecated; use n_units", DeprecationWarning, stacklevel=2)
+        return self.n_units
 
     def has_repeats(self, area: str) -> bool:
         """Whether ``area`` holds single-trial responses (a ``repeat`` dim)."""
@@ -140,7 +159,7 @@ class NeuralDataset:
         Returns
         -------
         xarray.DataArray
-            Dims ``(stimulus, neuron)``, or ``(stimulus, neuron, repeat)`` when ``average_repeats`` is
+            Dims ``(stimulus, unit)``, or ``(stimulus, unit, repeat)`` when ``average_repeats`` is
             False and the area has single trials.
         """
         da = self._get(area, "responses")
@@ -163,9 +182,9 @@ class NeuralDataset:
         return self.stimuli["label"].to_numpy() if "label" in self.stimuli else None
 
     def to_dataframe(self, average_repeats: bool = True) -> pd.DataFrame:
-        """A tidy table: one row per (area, stimulus, neuron[, repeat]) with the stimulus coordinates.
+        """A tidy table: one row per (area, stimulus, unit[, repeat]) with the stimulus coordinates.
 
-        Columns ``area``, ``stimulus``, ``neuron``, [``repeat``], ``response``, then neuron coordinates and
+        Columns ``area``, ``stimulus``, ``unit``, [``repeat``], ``response``, then unit coordinates and
         stimulus coordinates. Missing (NaN-padded) trials are left out.
         """
         frames = []
@@ -202,8 +221,8 @@ def _check_response_values(values: np.ndarray, param: str, func: str) -> None:
     empty = ~finite.any(axis=2)
     if empty.any():
         s, n = np.argwhere(empty)[0]
-        raise param_error(param, func, "at least one finite repeat for every (stimulus, neuron)",
-                          f"{int(empty.sum())} pair(s) with only NaN, e.g. stimulus {s}, neuron {n}")
+        raise param_error(param, func, "at least one finite repeat for every (stimulus, unit)",
+                          f"{int(empty.sum())} pair(s) with only NaN, e.g. stimulus {s}, unit {n}")
 
 
 def _check_images(images, n_stim: int, func: str) -> np.ndarray:
@@ -223,14 +242,15 @@ def _check_images(images, n_stim: int, func: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- constructors
 def _as_response_array(x, area: str, func: str, transpose: bool) -> xr.DataArray:
-    if isinstance(x, xr.DataArray) and set(x.dims) <= {"stimulus", "neuron", "repeat"} and \
-            {"stimulus", "neuron"} <= set(x.dims):
-        da = x.transpose(*[d for d in ("stimulus", "neuron", "repeat") if d in x.dims])
+    x = _legacy_dim(x, func)
+    if isinstance(x, xr.DataArray) and set(x.dims) <= {"stimulus", "unit", "repeat"} and \
+            {"stimulus", "unit"} <= set(x.dims):
+        da = x.transpose(*[d for d in ("stimulus", "unit", "repeat") if d in x.dims])
     else:
         a = np.asarray(x)
         if a.ndim not in (2, 3):
             raise param_error(f"responses[{area!r}]", func,
-                              "an array of shape (n_stimuli, n_neurons) or (n_stimuli, n_neurons, n_repeats)",
+                              "an array of shape (n_stimuli, n_units) or (n_stimuli, n_units, n_repeats)",
                               f"shape {a.shape}")
         if transpose:
             a = np.swapaxes(a, 0, 1)
@@ -238,7 +258,7 @@ def _as_response_array(x, area: str, func: str, transpose: bool) -> xr.DataArray
         da = xr.DataArray(a, dims=dims)
     if da.dtype.kind in "biu":
         da = da.astype(np.float64)
-    coords = {"neuron": np.arange(da.sizes["neuron"])}
+    coords = {"unit": np.arange(da.sizes["unit"])}
     if REPEAT_DIM in da.dims:
         coords[REPEAT_DIM] = np.arange(da.sizes[REPEAT_DIM])
     da = da.assign_coords(coords).rename("response")
@@ -256,7 +276,7 @@ def from_arrays(responses: Mapping[str, object], images=None, labels: Sequence |
     responses : mapping of str to array-like
         Area -> ``(n_stimuli, n_neurons)`` repeat-averaged responses or ``(n_stimuli, n_neurons,
         n_repeats)`` single trials (NaN for missing trials). Areas may have different numbers of neurons
-        but must share the stimuli (same rows, same order). DataArrays with dims ``stimulus``/``neuron``
+        but must share the stimuli (same rows, same order). DataArrays with dims ``stimulus``/``unit`` (the old ``neuron`` is renamed, with a DeprecationWarning)
         [/``repeat``] are taken as they are.
     images : array-like, optional
         ``(n_stimuli, H, W, 3)`` or ``(n_stimuli, H, W)`` images, row ``i`` <-> stimulus ``i``.

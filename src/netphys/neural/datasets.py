@@ -120,7 +120,7 @@ def load_cowley_v4(root=None, sessions: Iterable | None = None, *, images: bool 
     Returns
     -------
     dict of str to NeuralDataset
-        Session id -> dataset with one area, ``'V4'``: dims ``(stimulus, neuron)`` (or ``(stimulus, neuron,
+        Session id -> dataset with one area, ``'V4'``: dims ``(stimulus, unit)`` (or ``(stimulus, neuron,
         repeat)``), spike counts in 100 ms bins (averaged over repeats). ``attrs`` hold the session,
         animal, split, citation and licence. Neuron coordinate ``unit_id`` is ``'<session>/<index>'``.
 
@@ -177,13 +177,13 @@ def load_cowley_v4(root=None, sessions: Iterable | None = None, *, images: bool 
                 raise param_error("root", func, f"single trials of shape ({n_neurons}, {n_images}, repeats) "
                                   "matching the repeat averages", f"shape {raw.shape} in {raw_path}")
             data = np.transpose(raw, (1, 0, 2))
-            dims = ("stimulus", "neuron", "repeat")
+            dims = ("stimulus", "unit", "repeat")
         else:
             data = avg.T
-            dims = ("stimulus", "neuron")
+            dims = ("stimulus", "unit")
         animal, split, nominal = COWLEY_SESSIONS.get(s, ("unknown", "unknown", None))
-        coords = {"neuron": np.arange(n_neurons),
-                  "unit_id": ("neuron", np.array([f"{s}/{i:03d}" for i in range(n_neurons)]))}
+        coords = {"unit": np.arange(n_neurons),
+                  "unit_id": ("unit", np.array([f"{s}/{i:03d}" for i in range(n_neurons)]))}
         if repeats:
             coords["repeat"] = np.arange(data.shape[2])
         da = xr.DataArray(np.asarray(data, dtype=np.float64), dims=dims, coords=coords, name="response",
@@ -310,11 +310,11 @@ def load_ecker_v1(root=None, kind: str = "static", *, window: tuple[float, float
             keep = contamination < max_contamination
         date = str(sess.date)
         da = xr.DataArray(
-            np.transpose(counts[keep], (1, 0, 2)), dims=("stimulus", "neuron", "repeat"),
-            coords={"neuron": np.arange(int(keep.sum())),
-                    "unit_index": ("neuron", np.flatnonzero(keep)),
-                    "tetrode": ("neuron", tetrode[keep]),
-                    "contamination": ("neuron", contamination[keep]),
+            np.transpose(counts[keep], (1, 0, 2)), dims=("stimulus", "unit", "repeat"),
+            coords={"unit": np.arange(int(keep.sum())),
+                    "unit_index": ("unit", np.flatnonzero(keep)),
+                    "tetrode": ("unit", tetrode[keep]),
+                    "contamination": ("unit", contamination[keep]),
                     "repeat": np.arange(counts.shape[2])},
             name="response",
             attrs={"area": "V1", "units": f"spike count in [{start:g}, {stop:g}) ms after stimulus onset"})
@@ -376,8 +376,8 @@ def load_allen_v1(root=None) -> NeuralDataset:
     imgs = scenes.reshape(n, 31, 31)
     if np.all(imgs == np.round(imgs)) and imgs.min() >= 0 and imgs.max() <= 255:
         imgs = imgs.astype(np.uint8)
-    da = xr.DataArray(np.asarray(resp, dtype=np.float64), dims=("stimulus", "neuron"),
-                      coords={"neuron": np.arange(resp.shape[1])}, name="response",
+    da = xr.DataArray(np.asarray(resp, dtype=np.float64), dims=("stimulus", "unit"),
+                      coords={"unit": np.arange(resp.shape[1])}, name="response",
                       attrs={"area": "V1", "units": "mean response over 50 repeats (derived, as provided)"})
     return NeuralDataset({"V1": da}, images=imgs, stimuli=pd.DataFrame({"scene": np.arange(n)}), attrs={
         "source": "Allen Brain Observatory, mouse VISp, natural scenes", "citation": ALLEN_CITATION,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from .._random import check_random_state
 from .._validation import NetphysError, check_choice, check_finite, check_int, param_error
@@ -372,8 +373,12 @@ def _relative_sd(N: int, n_fit: int, y: np.ndarray) -> float:
     return math.sqrt(var) / (A0 / B0)
 
 
-class TwoNN:
+class TwoNN(BaseEstimator):
     """TwoNN intrinsic-dimension estimator (Facco et al. 2017).
+
+    A scikit-learn estimator (``get_params``, ``set_params``, ``sklearn.base.clone``): the
+    constructor only stores its settings, :meth:`fit` returns ``self``, learned state ends in ``_``
+    and :meth:`score` gives the mean log-likelihood of the TwoNN model (a float).
 
     Parameters
     ----------
@@ -402,7 +407,7 @@ class TwoNN:
         ``'euclidean'`` uses an exact chunked search (float32 screening, float64 refinement,
         certified; see Notes); ``'precomputed'`` takes a square distance matrix as ``X``; any other
         metric accepted by :class:`sklearn.neighbors.NearestNeighbors` is passed to it.
-    random_state : None, int, SeedSequence or numpy Generator
+    random_state : None, int, SeedSequence or numpy Generator, default 0
         Only used by ``duplicates='jitter'``.
 
     Attributes
@@ -473,29 +478,45 @@ class TwoNN:
     3
     """
 
-    def __init__(self, discard_fraction: float = 0.1, duplicates: str = "drop", metric="euclidean",
-                 random_state=None):
+    def __init__(self, discard_fraction: float = 0.1, *, duplicates: str = "drop", metric="euclidean",
+                 random_state=0):
         self.discard_fraction = discard_fraction
         self.duplicates = duplicates
         self.metric = metric
         self.random_state = random_state
 
-    def get_params(self, deep: bool = True) -> dict:
-        """Constructor parameters (scikit-learn protocol)."""
-        return {"discard_fraction": self.discard_fraction, "duplicates": self.duplicates,
-                "metric": self.metric, "random_state": self.random_state}
-
-    def set_params(self, **params) -> "TwoNN":
-        """Set constructor parameters (scikit-learn protocol); returns self."""
-        for key, value in params.items():
-            if key not in self.get_params():
-                raise param_error(key, "TwoNN.set_params", "one of " + ", ".join(self.get_params()), key)
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"TwoNN({args})"
+
+    def score(self, X, y=None) -> float:
+        """Mean log-likelihood per point of the ratios ``mu`` of ``X`` under the fitted Pareto law.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_points, n_features)
+            Points treated as in :meth:`fit` (same metric and duplicate policy).
+        y : ignored
+
+        Returns
+        -------
+        float
+            ``mean_i [log d - (d + 1) log mu_i]`` with ``d = dimension_``: the log-density of
+            ``mu ~ Pareto(d)``, ``f(mu) = d mu^(-d-1)``. For points that follow the model it is about
+            ``log d - (d + 1) / d``; it is highest near the dimension of the data.
+
+        Raises
+        ------
+        NetphysError
+            If the estimator is not fitted, or ``X`` is invalid (as in :meth:`fit`).
+        """
+        if not hasattr(self, "dimension_"):
+            raise NetphysError("this TwoNN is not fitted yet; call fit(X) before score")
+        from sklearn.base import clone
+
+        mu = clone(self).fit(X).mu_
+        d = float(self.dimension_)
+        return float(np.mean(math.log(d) - (d + 1.0) * np.log(mu)))
 
     def fit(self, X, y=None) -> "TwoNN":
         """Estimate the intrinsic dimension of the points in ``X``.
@@ -625,7 +646,7 @@ def _check_estimator(estimator, func: str) -> TwoNN:
 
 
 def id_vs_population(X, n_units, *, n_repeats: int = 20, estimator: TwoNN | None = None,
-                     random_state=None):
+                     random_state=0):
     """Intrinsic dimension of random sub-populations of units, as a function of their number.
 
     For each ``n`` in ``n_units``, ``n_repeats`` random subsets of ``n`` columns (units) of ``X`` are
@@ -645,7 +666,7 @@ def id_vs_population(X, n_units, *, n_repeats: int = 20, estimator: TwoNN | None
     estimator : TwoNN, optional
         Settings of the estimator (``discard_fraction``, ``duplicates``, ``metric``); default
         ``TwoNN()``. Its ``random_state`` is replaced by seeds spawned from ``random_state``.
-    random_state : None, int, SeedSequence or numpy Generator
+    random_state : None, int, SeedSequence or numpy Generator, default 0
         Seeds the choice of subsets (one spawned stream per size, so adding a size does not change
         the others).
 
@@ -852,7 +873,7 @@ def _fit_once(n, y, sigma):
 
 
 def fit_power_law(n, id_mean, id_sd=None, *, id_samples=None, n_boot: int = 0,
-                  random_state=None) -> PowerLawFit:
+                  random_state=0) -> PowerLawFit:
     """Fit ``ID(n) = d_inf - a * n^(-b)`` to the ID of sub-populations of ``n`` units.
 
     Parameters
@@ -870,7 +891,7 @@ def fit_power_law(n, id_mean, id_sd=None, *, id_samples=None, n_boot: int = 0,
     n_boot : int, default 0
         Bootstrap refits: at each size, resample the sub-population estimates with replacement,
         average, refit; ``d_inf_boot_err`` is the SD of the refitted asymptotes.
-    random_state : None, int, SeedSequence or numpy Generator
+    random_state : None, int, SeedSequence or numpy Generator, default 0
         Seeds the bootstrap.
 
     Returns
