@@ -108,6 +108,12 @@ DEFAULT_N_ANGLES = 180
 TIE_RESOLUTION = {torch.float32: 2.0 ** -14, torch.float64: 2.0 ** -32}
 #: Tapering windows accepted by the spectral features (None: the literal, untapered FFT of [1]).
 WINDOWS = ("hann", None)
+#: Zero-padding factor of the patch FFT: the amplitude spectrum is sampled at half frequency steps
+#: before it is interpolated onto the log-polar grid (see :func:`angular_power`).
+OVERSAMPLING = 2
+#: The log-polar annulus stops this many frequency steps (of the shorter patch side) short of DC and of
+#: Nyquist (see :func:`annulus`).
+ANNULUS_MARGIN_BINS = 2.0
 
 # Largest number of row-segment pixels or spectrum elements held at once per chunk by rf_features (keeps
 # the temporaries moderate: about 16 MB of complex64 per chunk; measured best on CPU).
@@ -290,64 +296,97 @@ def default_n_radii(h: int, w: int) -> int:
     return max(1, math.ceil(max(h, w) / 2))
 
 
+def annulus(h: int, w: int) -> tuple[float, float]:
+    """Radii (cycles/pixel) between which the angular power of an (h, w) patch samples its spectrum.
+
+    ``(m, 0.5 - m)`` with the margin ``m = min(ANNULUS_MARGIN_BINS / min(h, w), 0.125)``: two frequency
+    steps of the shorter side from DC and from Nyquist (1/8 cycle/pixel for patches shorter than 16).
+
+    Parameters
+    ----------
+    h, w : int
+        Patch shape.
+
+    Returns
+    -------
+    (float, float)
+        Smallest and largest radius.
+    """
+    h = check_int(h, "h", "annulus", min_value=1)
+    w = check_int(w, "w", "annulus", min_value=1)
+    m = min(ANNULUS_MARGIN_BINS / min(h, w), 0.125)
+    return m, 0.5 - m
+
+
 def _polar_radii(h: int, w: int, n_radii: int) -> np.ndarray:
-    """Log-spaced radii (cycles/pixel) from one frequency step of the shorter side to Nyquist."""
-    r_max = 0.5
-    r_min = min(1.0 / min(h, w), r_max)
+    """Log-spaced radii (cycles/pixel) across :func:`annulus` ``(h, w)``."""
+    r_min, r_max = annulus(h, w)
     return np.geomspace(r_min, r_max, n_radii)
+
+
+def _keys(t: np.ndarray) -> np.ndarray:
+    """Keys (1981) cubic convolution kernel, ``a = -1/2`` (Catmull-Rom), support ``|t| < 2``."""
+    t = np.abs(t)
+    near = (1.5 * t - 2.5) * t * t + 1.0
+    far = ((-0.5 * t + 2.5) * t - 4.0) * t + 2.0
+    return np.where(t <= 1.0, near, np.where(t < 2.0, far, 0.0))
 
 
 @functools.lru_cache(maxsize=2048)
 def _polar_taps(h: int, w: int, n_angles: int, n_radii: int):
-    """Bilinear log-polar sampling of an (h, w) amplitude spectrum, as weights on the rfft2 grid.
+    """Log-polar sampling of an (h, w) patch's oversampled amplitude spectrum, as weights on its rfft grid.
 
-    Returns ``(angle_index, flat_index, weight)`` (coalesced: one entry per distinct pair) such that
-    ``P[a] = sum weight * |rfft2(patch)|.ravel()[flat_index]`` over the entries with ``angle_index == a``
-    equals the sum over radii of the bilinear interpolation of the full, periodic ``|fft2(patch)|``.
+    The spectrum is the FFT of the patch zero-padded to ``(OVERSAMPLING h, OVERSAMPLING w)`` (the exact
+    DTFT on a grid of half frequency steps). Returns ``(angle_index, flat_index, weight)`` (coalesced: one
+    entry per distinct pair) such that ``P[a] = sum weight * A.ravel()[flat_index]`` over the entries with
+    ``angle_index == a``, with ``A`` the amplitude on the rfft half-plane, (H, W // 2 + 1) row-major,
+    equals ``sum_j r_j^2 A(r_j, theta_a)`` with ``A(r, theta)`` the Keys-cubic interpolation of the
+    full, periodic amplitude at the wave vector ``r (-sin theta, cos theta)``.
     """
+    big_h, big_w = OVERSAMPLING * h, OVERSAMPLING * w
     theta = np.arange(n_angles) * (np.pi / n_angles)
     r = _polar_radii(h, w, n_radii)
     # wave vector at angle theta (counter-clockwise on screen): (f_row, f_col) = r (-sin, cos)
-    f_row = -r[None, :] * np.sin(theta)[:, None]
-    f_col = r[None, :] * np.cos(theta)[:, None]
-    u = (f_row * h).ravel()   # fractional row index into the unshifted spectrum (period h)
-    v = (f_col * w).ravel()   # fractional column index (period w)
-    u0 = np.floor(u)
-    v0 = np.floor(v)
-    du = u - u0
-    dv = v - v0
-    u0 = u0.astype(np.int64)
-    v0 = v0.astype(np.int64)
-    rows = np.concatenate([u0, u0, u0 + 1, u0 + 1]) % h
-    cols = np.concatenate([v0, v0 + 1, v0, v0 + 1]) % w
-    wts = np.concatenate([(1 - du) * (1 - dv), (1 - du) * dv, du * (1 - dv), du * dv])
-    ang = np.tile(np.repeat(np.arange(n_angles), n_radii), 4)
+    u = (-r[None, :] * np.sin(theta)[:, None] * big_h).ravel()   # fractional row index (period H)
+    v = (r[None, :] * np.cos(theta)[:, None] * big_w).ravel()    # fractional column index (period W)
+    area = np.tile(r * r, n_angles)                                # polar area element r^2 d(log r)
+    u0 = np.floor(u).astype(np.int64)
+    v0 = np.floor(v).astype(np.int64)
+    offsets = np.arange(-1, 3)
+    ku = _keys(u[:, None] - (u0[:, None] + offsets))             # (S, 4) weights of rows u0-1 .. u0+2
+    kv = _keys(v[:, None] - (v0[:, None] + offsets))
+    rows = ((u0[:, None, None] + offsets[:, None]) % big_h).repeat(4, axis=2)
+    cols = ((v0[:, None, None] + offsets[None, :]) % big_w).repeat(4, axis=1)
+    wts = ku[:, :, None] * kv[:, None, :] * area[:, None, None]
+    ang = np.broadcast_to(np.repeat(np.arange(n_angles), n_radii)[:, None, None], wts.shape)
+    rows, cols, wts, ang = (a.ravel() for a in (rows, cols, wts, ang))
     # |F(k)| = |F(-k)| for a real patch: fold taps outside the rfft half-plane onto it
-    wr = w // 2 + 1
+    wr = big_w // 2 + 1
     flip = cols >= wr
-    rows = np.where(flip, (-rows) % h, rows)
-    cols = np.where(flip, (-cols) % w, cols)
+    rows = np.where(flip, (-rows) % big_h, rows)
+    cols = np.where(flip, (-cols) % big_w, cols)
     flat = rows * wr + cols
     keep = wts != 0
-    key = ang[keep] * (h * wr) + flat[keep]
+    key = ang[keep] * (big_h * wr) + flat[keep]
     uniq, inv = np.unique(key, return_inverse=True)
     weight = np.bincount(inv.reshape(-1), weights=wts[keep], minlength=uniq.size)
-    return uniq // (h * wr), uniq % (h * wr), weight
+    return uniq // (big_h * wr), uniq % (big_h * wr), weight
 
 
 @functools.lru_cache(maxsize=2048)
 def _polar_matrix(h: int, w: int, n_angles: int, n_radii: int, device: torch.device, dtype: torch.dtype):
-    """The linear map from the flattened amplitude spectrum to P (n_angles).
+    """The linear map from the flattened oversampled amplitude spectrum to P (n_angles).
 
-    The spectrum is laid out column-frequency major, ``A[k_col, k_row]`` of shape (w // 2 + 1, h) (the
-    layout in which the row-direction FFTs run on contiguous memory), flattened to ``K = (w // 2 + 1) h``.
+    The spectrum is laid out column-frequency major, ``A[k_col, k_row]`` of shape (w + 1, 2 h) (the
+    layout in which the row-direction FFTs run on contiguous memory), flattened to ``K = (w + 1) 2 h``.
     Returned as ``("dense", M)`` with ``M`` of shape (K, n_angles) or ``("sparse", M)`` with ``M`` a CSR
     tensor of shape (n_angles, K).
     """
     ang, flat, weight = _polar_taps(h, w, n_angles, n_radii)
-    wr = w // 2 + 1
-    flat = (flat % wr) * h + flat // wr           # (row, col) -> (col, row) layout
-    k = h * wr
+    big_h = OVERSAMPLING * h
+    wr = OVERSAMPLING * w // 2 + 1
+    flat = (flat % wr) * big_h + flat // wr           # (row, col) -> (col, row) layout
+    k = big_h * wr
     if k * n_angles <= _MAX_DENSE_MATRIX:  # small patches: a dense matmul is fastest
         m = torch.zeros(k, n_angles, dtype=torch.float64)
         m.index_put_((torch.from_numpy(flat), torch.from_numpy(ang)), torch.from_numpy(weight),
@@ -368,10 +407,10 @@ def _window_1d(n: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=2048)
 def _window_vectors(n: int, window: str | None, device: torch.device, dtype: torch.dtype):
-    """``(win, sum(win), rfft(win))`` of the 1-D taper of length n (ones for ``window=None``)."""
+    """``(win, sum(win), rfft(win, OVERSAMPLING n))`` of the 1-D taper of length n (ones for None)."""
     win64 = _window_1d(n) if window == "hann" else np.ones(n)
     win = torch.from_numpy(win64).to(device=device, dtype=dtype)
-    return win, float(win64.sum()), torch.fft.rfft(win)
+    return win, float(win64.sum()), torch.fft.rfft(win, n=OVERSAMPLING * n)
 
 
 def _check_window(window: Any, func: str) -> str | None:
@@ -382,11 +421,12 @@ def _power_from_row_spectra(z: torch.Tensor, e: torch.Tensor, flat: torch.Tensor
                             n_angles: int, n_radii: int | None, window: str | None) -> torch.Tensor:
     """Second FFT stage, amplitude and log-polar sum for B patches of shape (h, w) (no validation).
 
-    ``z`` (B, w // 2 + 1, h), complex, contiguous, is overwritten: ``z[b, k, i]`` is the rfft, along the
-    row ``i``, of ``win_c * (patch[b, i, :] - d[b, i])`` for any per-row offsets ``d``; ``e = d - m_w``
-    (B, h) with ``m_w`` the patch's window-weighted mean; ``flat`` (B,) marks patches whose pixels are
-    all equal. Then ``win_r[i] (z[b, k, i] + e[b, i] rfft(win_c)[k])`` is the row-transformed, tapered,
-    mean-free patch, and its FFT along ``i`` is the 2-D spectrum. Returns P (B, n_angles).
+    ``z`` (B, w + 1, h), complex, contiguous, is overwritten: ``z[b, k, i]`` is the rfft, zero-padded to
+    length ``2 w``, along the row ``i``, of ``win_c * (patch[b, i, :] - d[b, i])`` for any per-row offsets
+    ``d``; ``e = d - m_w`` (B, h) with ``m_w`` the patch's window-weighted mean; ``flat`` (B,) marks
+    patches whose pixels are all equal. Then ``win_r[i] (z[b, k, i] + e[b, i] rfft(win_c, 2 w)[k])`` is
+    the row-transformed, tapered, mean-free patch, and its FFT along ``i`` zero-padded to ``2 h`` is the
+    oversampled 2-D spectrum. Returns P (B, n_angles).
     """
     b = z.shape[0]
     if n_radii is None:
@@ -396,9 +436,9 @@ def _power_from_row_spectra(z: torch.Tensor, e: torch.Tensor, flat: torch.Tensor
     fwin_c = _window_vectors(w, window, z.device, real)[2]
     z.mul_(win_r)
     z.addcmul_((e * win_r).to(z.dtype)[:, None, :], fwin_c[:, None])   # fused, no full-size temporary
-    s = torch.view_as_real(torch.fft.fft(z, dim=-1))
+    s = torch.view_as_real(torch.fft.fft(z, n=OVERSAMPLING * h, dim=-1))
     amp = s[..., 0].square()
-    amp.addcmul_(s[..., 1], s[..., 1]).sqrt_()                  # |FFT|, (B, w2, h)
+    amp.addcmul_(s[..., 1], s[..., 1]).sqrt_()                  # |FFT|, (B, w + 1, 2 h)
     amp[:, 0, 0] = 0.0                                            # DC removed exactly
     amp = amp.reshape(b, -1)
     kind, m = _polar_matrix(h, w, n_angles, n_radii, z.device, real)
@@ -406,7 +446,8 @@ def _power_from_row_spectra(z: torch.Tensor, e: torch.Tensor, flat: torch.Tensor
         power = amp @ m
     else:
         power = torch.sparse.mm(m, amp.t()).t()
-    return power.masked_fill(flat[:, None], 0.0)              # flat patches: exactly no power
+    # cubic interpolation has negative lobes: P >= 0 is restored exactly; flat patches: no power
+    return power.clamp_(min=0.0).masked_fill_(flat[:, None], 0.0)
 
 
 def _angular_power(x: torch.Tensor, n_angles: int, n_radii: int | None,
@@ -419,7 +460,7 @@ def _angular_power(x: torch.Tensor, n_angles: int, n_radii: int | None,
     win_c, sum_c, _ = _window_vectors(w, window, x.device, x.dtype)
     win_r, sum_r, _ = _window_vectors(h, window, x.device, x.dtype)
     d = x.mean(dim=-1)                                            # row means, (B, h)
-    rows = torch.fft.rfft((x - d[..., None]) * win_c, dim=-1)     # (B, h, w2)
+    rows = torch.fft.rfft((x - d[..., None]) * win_c, n=OVERSAMPLING * w, dim=-1)   # (B, h, w + 1)
     m_w = ((rows[..., 0].real + d * sum_c) * win_r).sum(-1) / (sum_r * sum_c)
     z = rows.transpose(1, 2).contiguous()
     return _power_from_row_spectra(z, d - m_w[:, None], flat, h, w, n_angles, n_radii, window)
@@ -1246,7 +1287,7 @@ def _batch_power(xb: torch.Tensor, uniq: np.ndarray, n_angles: int, n_radii: int
     widths = uniq[:, 3] - uniq[:, 2]
     for w in np.unique(widths):
         w = int(w)
-        w2 = w // 2 + 1
+        w2 = OVERSAMPLING * w // 2 + 1          # columns of the zero-padded row spectra
         members = np.flatnonzero(widths == w)
         r0, r1, c0 = uniq[members, 0], uniq[members, 1], uniq[members, 2]
         hs = r1 - r0
@@ -1278,12 +1319,12 @@ def _batch_power(xb: torch.Tensor, uniq: np.ndarray, n_angles: int, n_radii: int
             seg_min = seg.amin(dim=-1)
             seg -= d[..., None]
             seg *= win_c
-            rows = torch.fft.rfft(seg, dim=-1)                             # (n, n_seg, w2)
+            rows = torch.fft.rfft(seg, n=OVERSAMPLING * w, dim=-1)         # (n, n_seg, w2)
             del seg
             dc = rows[..., 0].real
             for h, ids, seg_idx, first in sub:
                 win_r, sum_r, _ = _window_vectors(h, window, dev, real)
-                box_step = max(1, _MAX_PATCH_ELEMENTS // (n * w2 * h))
+                box_step = max(1, _MAX_PATCH_ELEMENTS // (n * w2 * OVERSAMPLING * h))
                 for b0 in range(0, ids.size, box_step):
                     b1 = min(b0 + box_step, ids.size)
                     nbx = b1 - b0
