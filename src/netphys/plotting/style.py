@@ -1,10 +1,9 @@
 """Shared plotting style: the papers' look (x = layer index, conv and FC markers, error bars)."""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
+# the user's backend is left alone: importing netphys.plotting never calls matplotlib.use (headless
+# machines fall back to Agg by themselves)
+import matplotlib.pyplot as plt
 
 TRAINED = "#1f4e9c"
 RANDOM = "#c0392b"

@@ -125,7 +125,7 @@ class RFGeometry:
         NetphysError
             Positions that are not ints, have different lengths, or are out of range.
         """
-        rows, cols = check_positions(rows, cols, self.shape, "RFGeometry.boxes")
+        rows, cols = _check_positions(rows, cols, self.shape, "RFGeometry.boxes")
         return _boxes(self, rows, cols)
 
 
@@ -144,7 +144,7 @@ def _boxes(geom: RFGeometry, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return out
 
 
-def check_positions(rows, cols, shape: tuple, func: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_positions(rows, cols, shape: tuple, func: str) -> tuple[np.ndarray, np.ndarray]:
     """Validate unit positions against a layer's output ``shape``; return them as int64 arrays."""
     arrays = []
     for name, v in (("rows", rows), ("cols", cols)):
@@ -173,7 +173,7 @@ def check_positions(rows, cols, shape: tuple, func: str) -> tuple[np.ndarray, np
 # --------------------------------------------------------------------------------------------------
 # small helpers shared with gradient.py
 # --------------------------------------------------------------------------------------------------
-def input_hw(input_size, func: str) -> tuple[int, int]:
+def _input_hw(input_size, func: str) -> tuple[int, int]:
     """``input_size`` (int or ``(H, W)``) as a pair of positive ints."""
     if isinstance(input_size, (tuple, list)) and len(input_size) == 2:
         return (check_int(input_size[0], "input_size", func, min_value=1),
@@ -183,7 +183,7 @@ def input_hw(input_size, func: str) -> tuple[int, int]:
     raise param_error("input_size", func, "a positive int or a pair (H, W) of positive ints", input_size)
 
 
-def resolve_module(model: nn.Module, layer: str, func: str) -> tuple[LayerInfo, nn.Module]:
+def _resolve_module(model: nn.Module, layer: str, func: str) -> tuple[LayerInfo, nn.Module]:
     """Resolve ``layer`` (alias or dotted name of a leaf module) to its info and module."""
     if not isinstance(model, nn.Module):
         raise param_error("model", func, "a torch.nn.Module", type(model).__name__)
@@ -191,7 +191,7 @@ def resolve_module(model: nn.Module, layer: str, func: str) -> tuple[LayerInfo, 
     return info, dict(model.named_modules())[info.module]
 
 
-def infer_in_channels(model: nn.Module, in_channels, func: str) -> int:
+def _infer_in_channels(model: nn.Module, in_channels, func: str) -> int:
     """``in_channels`` if given, else the ``in_channels`` of the model's first ``Conv2d`` (3 if none)."""
     if in_channels is not None:
         return check_int(in_channels, "in_channels", func, min_value=1)
@@ -201,14 +201,14 @@ def infer_in_channels(model: nn.Module, in_channels, func: str) -> int:
     return 3
 
 
-def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_floating_point():
             return t.device, t.dtype
     return torch.device("cpu"), torch.float32
 
 
-def forward_error(exc: Exception, shape: tuple, func: str) -> NetphysError:
+def _forward_error(exc: Exception, shape: tuple, func: str) -> NetphysError:
     """The templated error for a forward pass that fails on the probe input."""
     h, w = shape[-2:]
     first = (str(exc).strip().splitlines() or [""])[0]
@@ -219,9 +219,9 @@ def forward_error(exc: Exception, shape: tuple, func: str) -> NetphysError:
 
 
 @contextlib.contextmanager
-def probing_forward(shape: tuple, func: str) -> Iterator[None]:
+def _probing_forward(shape: tuple, func: str) -> Iterator[None]:
     """Context of a probe forward pass: :class:`StopForward` ends it quietly, and a failure on the
-    probe input (``RuntimeError``, ``ValueError``, ``IndexError``) becomes :func:`forward_error`."""
+    probe input (``RuntimeError``, ``ValueError``, ``IndexError``) becomes :func:`_forward_error`."""
     try:
         yield
     except StopForward:
@@ -229,7 +229,7 @@ def probing_forward(shape: tuple, func: str) -> Iterator[None]:
     except (RuntimeError, ValueError, IndexError) as exc:
         if isinstance(exc, NetphysError):
             raise
-        raise forward_error(exc, shape, func) from exc
+        raise _forward_error(exc, shape, func) from exc
 
 
 # --------------------------------------------------------------------------------------------------
@@ -309,16 +309,16 @@ def _tracing_hooks(model: nn.Module, x: torch.Tensor, calls: list, targets: set)
 def _trace(model: nn.Module, hw: tuple[int, int], in_channels: int, targets: Sequence[nn.Module],
            func: str) -> list:
     """One forward pass on a zero image, stopped once every target has run; the leaf calls in order."""
-    device, dtype = model_device_dtype(model)
+    device, dtype = _model_device_dtype(model)
     x = torch.zeros((1, in_channels) + tuple(hw), device=device, dtype=dtype)
     calls: list[_Call] = []
-    with probing_forward(x.shape, func), restored(model), torch.no_grad(), \
+    with _probing_forward(x.shape, func), restored(model), torch.no_grad(), \
             _tracing_hooks(model, x, calls, {id(t) for t in targets}):
         model(x)
     return calls
 
 
-def output_shape(model: nn.Module, module: nn.Module, name: str, hw, in_channels: int, func: str) -> tuple:
+def _output_shape(model: nn.Module, module: nn.Module, name: str, hw, in_channels: int, func: str) -> tuple:
     """Output shape (without batch) of the first call of ``module`` on a zero image."""
     call = _first_call(_trace(model, hw, in_channels, [module], func), module, name, func)
     if call.out_shape is None:
@@ -501,9 +501,9 @@ def layer_geometry(model: nn.Module, layer: str, input_size, *, in_channels: int
     convolutional neural networks", Distill.
     """
     func = "layer_geometry"
-    info, module = resolve_module(model, layer, func)
-    hw = input_hw(input_size, func)
-    c = infer_in_channels(model, in_channels, func)
+    info, module = _resolve_module(model, layer, func)
+    hw = _input_hw(input_size, func)
+    c = _infer_in_channels(model, in_channels, func)
     calls = _trace(model, hw, c, [module], func)
     return _compose(calls, module, info, hw, func)
 
@@ -556,9 +556,9 @@ def receptive_fields(model: nn.Module, layer: str, rows, cols, input_size, metho
     func = "receptive_fields"
     check_choice(method, "method", func, ("analytic", "gradient", "auto"))
     if method != "gradient":
-        info, module = resolve_module(model, layer, func)
-        hw = input_hw(input_size, func)
-        c = infer_in_channels(model, in_channels, func)
+        info, module = _resolve_module(model, layer, func)
+        hw = _input_hw(input_size, func)
+        c = _infer_in_channels(model, in_channels, func)
         calls = _trace(model, hw, c, [module], func)
         try:
             geom = _compose(calls, module, info, hw, func)
@@ -568,7 +568,7 @@ def receptive_fields(model: nn.Module, layer: str, rows, cols, input_size, metho
             log.info("receptive_fields: analytic RF not available for %r (%s); using the gradient method",
                      layer, exc)
         else:
-            rows, cols = check_positions(rows, cols, geom.shape, func)
+            rows, cols = _check_positions(rows, cols, geom.shape, func)
             return _boxes(geom, rows, cols)
     from .gradient import _gradient_boxes
 
@@ -605,13 +605,13 @@ def rf_table(model: nn.Module, input_size, layers: Sequence[str] | None = None, 
         As :func:`layer_geometry`.
     """
     func = "rf_table"
-    hw = input_hw(input_size, func)
+    hw = _input_hw(input_size, func)
     if layers is None:
         layers = [li.alias for li in layer_infos(model)]
     elif isinstance(layers, str):
         layers = [layers]
-    resolved = [resolve_module(model, name, func) for name in layers]
-    c = infer_in_channels(model, in_channels, func)
+    resolved = [_resolve_module(model, name, func) for name in layers]
+    c = _infer_in_channels(model, in_channels, func)
     calls = _trace(model, hw, c, [m for _, m in resolved], func)
     rows = []
     for info, module in resolved:

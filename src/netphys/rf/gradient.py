@@ -13,8 +13,8 @@ from torch import nn
 from .._random import torch_generator
 from .._validation import NetphysError, NetphysWarning, check_int, param_error
 from ..recording.hooks import StopForward, restored
-from .geometry import (check_positions, probing_forward, infer_in_channels, input_hw,
-                       model_device_dtype, output_shape, resolve_module)
+from .geometry import (_check_positions, _probing_forward, _infer_in_channels, _input_hw,
+                       _model_device_dtype, _output_shape, _resolve_module)
 
 __all__ = ["gradient_receptive_fields", "DeadUnitsWarning"]
 
@@ -226,8 +226,8 @@ def _probe_inputs(n_samples: int, c_in: int, hw, random_state, func: str) -> tor
 
 def _gradient_boxes(model, layer, channels, rows, cols, input_size, *, n_samples, random_state, threshold,
                     structural, batch_size, in_channels, func: str) -> np.ma.MaskedArray:
-    info, module = resolve_module(model, layer, func)
-    hw = input_hw(input_size, func)
+    info, module = _resolve_module(model, layer, func)
+    hw = _input_hw(input_size, func)
     n_samples = check_int(n_samples, "n_samples", func, min_value=1)
     batch_size = check_int(batch_size, "batch_size", func, min_value=1)
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold < 1:
@@ -235,11 +235,11 @@ def _gradient_boxes(model, layer, channels, rows, cols, input_size, *, n_samples
     if not isinstance(structural, (bool, np.bool_)):
         raise param_error("structural", func, "True or False", structural)
     threshold = float(threshold)
-    c_in = infer_in_channels(model, in_channels, func)
-    shape = output_shape(model, module, info.module, hw, c_in, func)
-    rows, cols = check_positions(rows, cols, shape, func)
+    c_in = _infer_in_channels(model, in_channels, func)
+    shape = _output_shape(model, module, info.module, hw, c_in, func)
+    rows, cols = _check_positions(rows, cols, shape, func)
     chans = _check_channels(channels, rows.size, shape[0], func)
-    device, dtype = model_device_dtype(model)
+    device, dtype = _model_device_dtype(model)
     samples = _probe_inputs(n_samples, c_in, hw, random_state, func).to(device=device, dtype=dtype)
     use_structural = bool(structural) and threshold == 0.0
 
@@ -252,7 +252,7 @@ def _gradient_boxes(model, layer, channels, rows, cols, input_size, *, n_samples
         """``sum_c |d y_u / d x|`` (k, H, W) for the k units in ``state`` on the input ``x``."""
         leaf = x.expand(k, -1, -1, -1).clone().requires_grad_(True)
         state.pop("selected", None)
-        with probing_forward(leaf.shape, func):
+        with _probing_forward(leaf.shape, func):
             model(leaf.clone())  # a clone, so that in-place first modules cannot touch the leaf
         sel = state.pop("selected", None)
         if sel is None or not sel.requires_grad:

@@ -10,7 +10,7 @@ import torch
 
 from .._validation import param_error
 
-#: Names accepted wherever a ``preprocess`` is expected (see :func:`resolve_preprocess`).
+#: Names accepted wherever a ``preprocess`` is expected (see :func:`_resolve_preprocess`).
 PREPROCESS_NAMES = ("imagenet", "caffe")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -133,7 +133,7 @@ def _renamed_size(input_size, size, default, func: str):
     return size
 
 
-def resolve_preprocess(preprocess, func: str, input_size: int | None = None):
+def _resolve_preprocess(preprocess, func: str, input_size: int | None = None):
     """``preprocess`` as a :class:`Preprocess` (None stays None).
 
     A name (``"imagenet"``, ``"caffe"``) gives that preprocessing at ``input_size`` (224 when unknown);

@@ -14,7 +14,7 @@ import torch
 
 from .._random import check_random_state
 from .._validation import NetphysError, check_choice, check_device, check_int, param_error
-from .preprocess import Preprocess, resolve_preprocess
+from .preprocess import Preprocess, _resolve_preprocess
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class StimulusSet:
         func = "StimulusSet"
         if images is None and loader is None:
             raise NetphysError("StimulusSet needs either in-memory 'images' or a 'loader'")
-        preprocess = resolve_preprocess(preprocess, func, None if images is None else images.shape[1])
+        preprocess = _resolve_preprocess(preprocess, func, None if images is None else images.shape[1])
         if not isinstance(preprocess, Preprocess):
             raise param_error("preprocess", func, "a netphys Preprocess", preprocess)
         self.on_error = check_choice(on_error, "on_error", func, ON_ERROR)
@@ -222,7 +222,7 @@ class StimulusSet:
             keep = set(keep_coords["source"])
             members = [m for m, src in zip(members, coords["source"]) if src in keep]
             coords = keep_coords
-        preprocess = resolve_preprocess(preprocess, "StimulusSet.from_zip", 64)
+        preprocess = _resolve_preprocess(preprocess, "StimulusSet.from_zip", 64)
         if preprocess is None:
             preprocess = Preprocess(resize=64, crop=64)
         return cls(coords, preprocess, loader=_ZipLoader(str(path), members), class_names=names,
@@ -293,7 +293,7 @@ class StimulusSet:
             extra = pd.DataFrame(coords)
             for c in extra.columns:
                 df[c] = extra[c].to_numpy()
-        preprocess = resolve_preprocess(preprocess, func, h)
+        preprocess = _resolve_preprocess(preprocess, func, h)
         if preprocess is None:
             preprocess = Preprocess(resize=h, crop=h)
         elif preprocess.crop != h:
@@ -323,7 +323,7 @@ class StimulusSet:
 
         ``preprocess`` may also be a name (``"imagenet"``, ``"caffe"``), taken at the current size.
         """
-        preprocess = resolve_preprocess(preprocess, "StimulusSet.with_preprocess", self.size)
+        preprocess = _resolve_preprocess(preprocess, "StimulusSet.with_preprocess", self.size)
         if not isinstance(preprocess, Preprocess):
             raise param_error("preprocess", "StimulusSet.with_preprocess", "a netphys Preprocess", preprocess)
         if self._images is not None and preprocess.crop != self._images.shape[1]:
@@ -522,7 +522,7 @@ def _default_preprocess(preprocess, sources, loader, on_error: str, func: str) -
     if isinstance(preprocess, Preprocess):
         return preprocess
     if preprocess is not None and not (isinstance(preprocess, str)):
-        return resolve_preprocess(preprocess, func)  # raises the templated error
+        return _resolve_preprocess(preprocess, func)  # raises the templated error
     size = None
     for i, src in enumerate(sources):
         try:
@@ -538,7 +538,7 @@ def _default_preprocess(preprocess, sources, loader, on_error: str, func: str) -
         raise param_error("root", func, "a folder containing readable images", f"{len(sources)} unreadable "
                           "file(s)", "check the files, or pass preprocess= explicitly")
     if preprocess is not None:
-        return resolve_preprocess(preprocess, func, size)
+        return _resolve_preprocess(preprocess, func, size)
     return Preprocess(resize=size, crop=size)
 
 
