@@ -226,3 +226,17 @@ def test_fig3_stale_config_reproduction(tiny_folder, tmp_path):
                        progress=False, report=False)
     assert c.cache["information"] == {"computed": 4, "reused": 8}
     xr.testing.assert_equal(c.result["information"].sel(layer=["conv2_1", "conv3_1"]), a.result["information"])
+
+
+def test_fig3_on_ray_identical_to_serial(tiny_folder, tmp_path):
+    """Independent realisations dispatched to a local Ray instance give the serial numbers exactly."""
+    pytest.importorskip("ray")
+    cfg = dict(weights="random", images=str(tiny_folder), n_images=40, units=5, layers=["conv2_1", "conv3_1"],
+               realisations=2, features=["luminosity", "orientation"], n_shuffles=2, batch_size=20,
+               orientation_units=4, orientation_images=30)
+    serial = run_experiment("prune_distill.fig3", cfg, None, progress=False, report=False).result
+    ray = run_experiment("prune_distill.fig3", cfg, tmp_path, progress=False, report=False, backend="ray",
+                         max_workers=2)
+    assert ray.cache["information"]["computed"] == 2 * 2 * 2 * 2
+    for v in ("information", "null", "unit_information"):
+        xr.testing.assert_equal(serial[v], ray.result[v])

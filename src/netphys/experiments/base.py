@@ -174,6 +174,7 @@ class RunContext:
         self.models: dict = {}
         self.stimuli: dict = {}
         self.extra: dict = {}
+        self._collected: dict = {}
         self._random_state = getattr(config, "random_state", 0)
 
     # ------------------------------------------------------------------ seeds
@@ -253,6 +254,29 @@ class RunContext:
         if message not in self.warnings:
             self.warnings.append(message)
             warnings.warn(message, NetphysWarning, stacklevel=2)
+
+    @contextmanager
+    def collect_warnings(self, where: str = ""):
+        """Catch the library's NetphysWarnings inside the block and record each distinct one once
+        (with how often it occurred), instead of printing it for every layer or unit."""
+        from .._validation import NetphysWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NetphysWarning)
+            yield
+        for w in caught:
+            if issubclass(w.category, NetphysWarning):
+                msg = str(w.message)
+                entry = self._collected.setdefault(msg, [0, where])
+                entry[0] += 1
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    def flush_warnings(self) -> None:
+        """Turn the collected warnings into recorded ones (called by the runner)."""
+        for msg, (count, where) in self._collected.items():
+            self.warn(f"{where + ': ' if where else ''}{msg}" + (f" ({count} times)" if count > 1 else ""))
+        self._collected = {}
 
     @contextmanager
     def timer(self, name: str):

@@ -147,7 +147,7 @@ class Fig5(Experiment):
                         dec = decode_layers(sub, n_train=cfg.n_train, n_val=cfg.n_val, n_classes=cfg.n_classes,
                                             pool=cfg.pool, n_units=cfg.n_units, n_subsamples=cfg.n_subsamples,
                                             C=cfg.C, random_state=ctx.seed("decode", l))
-                    with ctx.timer("information"):
+                    with ctx.timer("information"), ctx.collect_warnings("category information"):
                         res = mutual_information(labels, sub.values.astype(np.float64), bins=cfg.bins,
                                                  x_discrete=True, correction=cfg.correction,
                                                  n_shuffles=cfg.n_shuffles, random_state=ctx.seed("shuffle", name, l))
@@ -291,7 +291,7 @@ class IDLayers(Experiment):
                                      batch_size=cfg.batch_size)
                     for l in todo:
                         X = rec.values[:, rec.coords["layer"].values == l].astype(np.float64)
-                        with ctx.timer("twonn"):
+                        with ctx.timer("twonn"), ctx.collect_warnings("TwoNN"):
                             est = TwoNN(discard_fraction=cfg.discard_fraction,
                                         random_state=ctx.seed("twonn", r, l)).fit(X)
                         got[l] = ctx.store("id_layer", keys[l], xr.Dataset(
@@ -440,9 +440,10 @@ class Fig2(Experiment):
             X = np.ascontiguousarray(X, dtype=np.float64)
             data_id = hashlib.sha256(X.tobytes() + str(X.shape).encode()).hexdigest()
             ctx.extra.setdefault("data", {})[area] = {"shape": list(X.shape), "sha256": data_id}
-            ds = ctx.piece("fig2_area", lambda: _fig2_area(X, cfg, ctx.seed("area", area)),
-                           reads=("min_neurons", "n_sizes", "n_repeats", "n_boot", "discard_fraction"),
-                           estimators=(dimension,), area=area, data=data_id, seed=ctx.seed("area", area))
+            with ctx.collect_warnings(area):
+                ds = ctx.piece("fig2_area", lambda: _fig2_area(X, cfg, ctx.seed("area", area)),
+                               reads=("min_neurons", "n_sizes", "n_repeats", "n_boot", "discard_fraction"),
+                               estimators=(dimension,), area=area, data=data_id, seed=ctx.seed("area", area))
             if ds.attrs.get("warning"):
                 ctx.warn(f"{area}: {ds.attrs['warning']}")
             parts.append(ds)

@@ -121,13 +121,14 @@ def run_experiment(experiment, config=None, out=None, *, progress: bool = True, 
     if executor is None and backend != "serial":
         from .parallel import get_executor
 
-        own_executor = executor = get_executor(backend, max_workers)
+        own_executor = executor = get_executor(backend, max_workers).__enter__()
     ctx = RunContext(exp, cfg, out, cache, executor=executor, progress=progress)
     try:
         result = exp.run(cfg, ctx)
+        ctx.flush_warnings()
     finally:
-        if own_executor is not None and hasattr(own_executor, "close"):
-            own_executor.close()
+        if own_executor is not None:
+            own_executor.__exit__(None, None, None)
     seconds = round(time.time() - t0, 2)
     prov = {"experiment": cls.name, "config": config_to_dict(cfg),
             "random_state": getattr(cfg, "random_state", None), "versions": _versions(),
