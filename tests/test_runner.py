@@ -240,3 +240,21 @@ def test_fig3_on_ray_identical_to_serial(tiny_folder, tmp_path):
     assert ray.cache["information"]["computed"] == 2 * 2 * 2 * 2
     for v in ("information", "null", "unit_information"):
         xr.testing.assert_equal(serial[v], ray.result[v])
+
+
+def test_unreadable_images_policy_reported(tiny_folder, tmp_path):
+    import shutil
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(tiny_folder, folder)
+    good = (folder / "c0" / "0.png").read_bytes()
+    (folder / "c0" / "broken.png").write_bytes(good[: len(good) // 3])   # a truncated file
+    cfg = dict(weights="random", images=str(folder), n_images=51, units=4, layers=["conv2_1"], realisations=1,
+               features=["luminosity"], n_shuffles=1, batch_size=17)
+    with pytest.raises(NetphysError, match="broken.png|unreadable"):
+        run_experiment("prune_distill.fig3", cfg, tmp_path / "raise", progress=False)
+    run = run_experiment("prune_distill.fig3", {**cfg, "on_error": "skip"}, tmp_path / "skip", progress=False)
+    prov = json.loads((tmp_path / "skip" / "provenance.json").read_text())
+    assert any("broken.png" in w and "left out" in w for w in prov["warnings"])
+    assert "broken.png" in (tmp_path / "skip" / "report.html").read_text()
+    assert json.loads(run.result.attrs["stimuli"])["images"]["skipped"][0].endswith("broken.png")

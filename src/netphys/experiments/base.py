@@ -99,6 +99,7 @@ def stimuli_identity(stim) -> dict:
                 stats[path] = ""
         h.update(stats[path].encode())
     h.update(np.asarray(stim.labels, dtype=np.int64).tobytes())
+    h.update(str(getattr(stim, "on_error", "")).encode())
     arrays = getattr(stim, "_arrays_sha256", None)
     if callable(arrays):
         h.update(str(arrays()).encode())
@@ -175,6 +176,7 @@ class RunContext:
         self.stimuli: dict = {}
         self.extra: dict = {}
         self._collected: dict = {}
+        self._stimulus_sets: dict = {}
         self._random_state = getattr(config, "random_state", 0)
 
     # ------------------------------------------------------------------ seeds
@@ -211,7 +213,19 @@ class RunContext:
     def stimuli_identity(self, stim, label: str = "stimuli") -> dict:
         ident = stimuli_identity(stim)
         self.stimuli[label] = ident
+        self._stimulus_sets[label] = stim
         return ident
+
+    def report_unreadable(self) -> None:
+        """Record the files an image set skipped or replaced by grey (policy ``on_error``)."""
+        for label, stim in self._stimulus_sets.items():
+            d = stim.to_dict() if hasattr(stim, "to_dict") else {}
+            for kind, verb in (("skipped", "left out"), ("unreadable", "replaced by grey images")):
+                files = list(d.get(kind, []))
+                if files:
+                    self.stimuli[label][kind] = files
+                    self.warn(f"{len(files)} unreadable image file(s) {verb} ({label}): "
+                              + ", ".join(files[:5]) + (" ..." if len(files) > 5 else ""))
 
     # ------------------------------------------------------------------ cache
     def key(self, piece: str, *, reads: Iterable[str] = (), estimators: Iterable = (), **deps) -> tuple[str, str]:

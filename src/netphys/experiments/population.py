@@ -53,7 +53,7 @@ def _layer_units(model, layers, n, ctx, input_size, *stream):
 
 
 def _stimuli(cfg, ctx, model, seed_name: str):
-    stim = folder_or_demo(cfg.images, model_info(model).preprocess)
+    stim = folder_or_demo(cfg.images, model_info(model).preprocess, on_error=cfg.on_error)
     ctx.stimuli_identity(stim, "images")
     if cfg.n_images < len(stim):
         stim = stim.subsample(n=cfg.n_images, random_state=ctx.seed(seed_name))
@@ -76,6 +76,7 @@ class Fig5Config:
     model: str = "netphys_vgg16"
     weights: str = "default"
     images: str | None = None
+    on_error: str = "raise"
     n_images: int = 3000
     layers: tuple[str, ...] | None = None
     site: str = "pre"
@@ -99,6 +100,7 @@ class Fig5Config:
                          ("batch_size", 1)):
             check_int(getattr(self, name), name, f, min_value=lo)
         check_choice(self.site, "site", f, ("pre", "post"))
+        check_choice(self.on_error, "on_error", f, ("raise", "skip", "grey"))
         check_choice(self.correction, "correction", f, CORRECTIONS)
         if not (self.C > 0 and np.isfinite(self.C)):
             raise param_error("C", f, "a finite number > 0", self.C)
@@ -238,6 +240,7 @@ class IDLayersConfig:
     model: str = "netphys_vgg16"
     weights: str = "default"
     images: str | None = None
+    on_error: str = "raise"
     n_images: int = 1500
     layers: tuple[str, ...] | None = None
     site: str = "post"
@@ -252,6 +255,7 @@ class IDLayersConfig:
         for name, lo in (("n_images", 3), ("units", 2), ("realisations", 1), ("random_state", 0), ("batch_size", 1)):
             check_int(getattr(self, name), name, f, min_value=lo)
         check_choice(self.site, "site", f, ("pre", "post"))
+        check_choice(self.on_error, "on_error", f, ("raise", "skip", "grey"))
         if not (0 <= self.discard_fraction < 1):
             raise param_error("discard_fraction", f, "a number in [0, 1)", self.discard_fraction)
         return self

@@ -58,6 +58,9 @@ class Fig3Config:
         Network (``load_model`` name) and its trained weights (``"default"``, a path, ...).
     images : str or None
         Image folder (ImageFolder layout); ``None`` uses the shipped demo set.
+    on_error : {"raise", "skip", "grey"}
+        Undecodable image files: stop (default), leave them out, or replace them by grey images; the
+        files skipped or replaced are listed in the provenance and the report.
     n_images : int
         Images per realisation (1500 in the paper; capped at the set's size).
     units : int
@@ -84,8 +87,9 @@ class Fig3Config:
     corner_scheme : {"canonical", "literal", "difference"}
         Coordinates of the 2-D corner feature (see :func:`netphys.stats.corner_coordinates`);
         ``"literal"`` with ``corner_bins=20`` is the paper's setting.
-    corner_bins : int
-        Bins per corner coordinate.
+    corner_bins : int or None
+        Bins per corner coordinate; ``None``: :func:`netphys.stats.corner_bins` of the images kept per
+        unit (5 for the paper's 400 with the canonical pair; see ``docs/information.md``).
     skip_first : int
         Orientation and corner are not computed for the first ``skip_first`` layers (2).
     random_state : int
@@ -96,6 +100,7 @@ class Fig3Config:
     model: str = "netphys_vgg16"
     weights: str = "default"
     images: str | None = None
+    on_error: str = "raise"
     n_images: int = 1500
     units: int = 250
     layers: tuple[str, ...] | None = None
@@ -111,7 +116,7 @@ class Fig3Config:
     corner_units: int = 200
     corner_images: int = 400
     corner_scheme: str = "canonical"
-    corner_bins: int = 6
+    corner_bins: int | None = None
     skip_first: int = 2
     random_state: int = 0
     batch_size: int = 100
@@ -124,13 +129,15 @@ class Fig3Config:
         check_int(self.realisations, "realisations", func, min_value=1)
         check_int(self.bins, "bins", func, min_value=2)
         check_int(self.n_shuffles, "n_shuffles", func, min_value=0)
-        check_int(self.corner_bins, "corner_bins", func, min_value=2)
+        if self.corner_bins is not None:
+            check_int(self.corner_bins, "corner_bins", func, min_value=2)
         check_int(self.skip_first, "skip_first", func, min_value=0)
         check_int(self.random_state, "random_state", func, min_value=0)
         check_int(self.batch_size, "batch_size", func, min_value=1)
         for name in ("orientation_units", "orientation_images", "corner_units", "corner_images"):
             check_int(getattr(self, name), name, func, min_value=1)
         check_choice(self.site, "site", func, ("pre", "post"))
+        check_choice(self.on_error, "on_error", func, ("raise", "skip", "grey"))
         check_choice(self.correction, "correction", func, CORRECTIONS)
         check_choice(self.corner_scheme, "corner_scheme", func, CORNER_SCHEMES)
         if not self.features:
@@ -194,12 +201,13 @@ def feature_information(feature: str, feats: dict, acts: np.ndarray, labels, cfg
         x = take_selected(feats["theta"], units, imgs)
         return mutual_information(x, take_selected(acts, units, imgs), **kw), units
     if feature == "corner":
-        from ..stats.corner import corner_coordinates
+        from ..stats.corner import corner_bins, corner_coordinates
 
         units, imgs = select_top(feats["zeta"], cfg.corner_units, cfg.corner_images)
         xy = corner_coordinates(take_selected(feats["theta1"], units, imgs),
                                 take_selected(feats["theta2"], units, imgs), scheme=cfg.corner_scheme)
-        return mutual_information(xy, take_selected(acts, units, imgs), x_bins=cfg.corner_bins, **kw), units
+        xb = cfg.corner_bins or corner_bins(len(imgs), bins=cfg.bins, scheme=cfg.corner_scheme)
+        return mutual_information(xy, take_selected(acts, units, imgs), x_bins=xb, **kw), units
     raise param_error("feature", "feature_information", "one of " + ", ".join(FEATURES), feature)
 
 
@@ -308,7 +316,7 @@ def information_across_layers(cfg: Fig3Config, ctx) -> xr.Dataset:
     ctx.model_identity(base, "base")
     infos = [resolve_layer(base, l, type(ctx.experiment).__name__) for l in (cfg.layers or default_layers(base))]
     layers = [li.alias for li in infos]
-    stim_all = folder_or_demo(cfg.images, model_info(base).preprocess)
+    stim_all = folder_or_demo(cfg.images, model_info(base).preprocess, on_error=cfg.on_error)
     ctx.stimuli_identity(stim_all, "images")
     n_img = min(cfg.n_images, len(stim_all))
     if n_img < cfg.n_images:
@@ -442,11 +450,15 @@ def _check_samples(cfg: Fig3Config, n_img: int, ctx) -> None:
     if n_img < 5 * cells:
         ctx.warn(f"{n_img} images for {cfg.bins} x {cfg.bins} = {cells} joint bins (< 5 per cell): the plug-in "
                  "information is mostly bias at this size; compare with the shuffle null shown next to it")
-    n_corner = min(cfg.corner_images, n_img)
-    corner_cells = cfg.corner_bins ** 2 * cfg.bins
-    if "corner" in cfg.features and n_corner < 5 * corner_cells / cfg.bins:
-        ctx.warn(f"corner: {n_corner} images per unit for {cfg.corner_bins}^2 x {cfg.bins} joint bins; the "
-                 "estimate is dominated by bias (see the null)")
+    if "corner" in cfg.features and cfg.corner_bins is not None:
+        from ..stats.corner import corner_bins
+
+        n_corner = min(cfg.corner_images, n_img)
+        rec = corner_bins(n_corner, bins=cfg.bins, scheme=cfg.corner_scheme)
+        if cfg.corner_bins > rec:
+            ctx.warn(f"corner: {n_corner} images per unit cannot fill {cfg.corner_bins} bins per coordinate "
+                     f"(at most {rec} for {cfg.bins} activation bins, see docs/information.md); the estimate is "
+                     "dominated by bias (compare with the null)")
 
 
 def summary(result: xr.Dataset) -> pd.DataFrame:

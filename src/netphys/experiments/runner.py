@@ -126,6 +126,7 @@ def run_experiment(experiment, config=None, out=None, *, progress: bool = True, 
     try:
         result = exp.run(cfg, ctx)
         ctx.flush_warnings()
+        ctx.report_unreadable()
     finally:
         if own_executor is not None:
             own_executor.__exit__(None, None, None)

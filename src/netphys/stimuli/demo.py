@@ -26,8 +26,11 @@ def demo_stimuli(preprocess: Preprocess | None = None) -> StimulusSet:
     return st
 
 
-def folder_or_demo(images, preprocess: Preprocess) -> StimulusSet:
-    """An image folder (ImageFolder layout) if ``images`` is a path, else the shipped demo set."""
+def folder_or_demo(images, preprocess: Preprocess, *, on_error: str = "raise") -> StimulusSet:
+    """An image folder (ImageFolder layout) if ``images`` is a path, else the shipped demo set.
+
+    ``on_error`` ("raise", "skip", "grey") is the policy for undecodable files of the folder.
+    """
     if images is None:
         return demo_stimuli(preprocess)
-    return StimulusSet.from_folder(images, preprocess=preprocess)
+    return StimulusSet.from_folder(images, preprocess=preprocess, on_error=on_error)
