@@ -100,16 +100,17 @@ def angular_power(patch, n_angles: int = 180, n_radii: int | None = None,
     margin = min(2.0 / min(h, w), 0.125)
     radii = np.geomspace(margin, 0.5 - margin, n_radii)              # cycles / pixel, log-spaced
     theta = np.deg2rad(np.arange(n_angles) * 180.0 / n_angles)
-    power = np.zeros(n_angles)
-    for a in range(n_angles):
-        for r in radii:
-            # angle theta <-> wave vector r (-sin theta, cos theta) in (row, col) frequency coordinates
-            u, v = -r * np.sin(theta[a]) * big_h, r * np.cos(theta[a]) * big_w
-            iu, iv = np.arange(math.floor(u) - 1, math.floor(u) + 3), np.arange(math.floor(v) - 1,
-                                                                                math.floor(v) + 3)
-            taps = np.outer(keys_kernel(u - iu), keys_kernel(v - iv))
-            value = np.sum(taps * amp[np.ix_(iu % big_h, iv % big_w)])
-            power[a] += r * r * value
+    # angle theta <-> wave vector r (-sin theta, cos theta) in (row, col) frequency coordinates
+    u = -np.outer(np.sin(theta), radii) * big_h                       # fractional indices, (n_angles, n_radii)
+    v = np.outer(np.cos(theta), radii) * big_w
+    value = np.zeros_like(u)
+    for du in range(-1, 3):                                          # the 4 x 4 Keys taps
+        iu = np.floor(u) + du
+        for dv in range(-1, 3):
+            iv = np.floor(v) + dv
+            value += (keys_kernel(u - iu) * keys_kernel(v - iv)
+                      * amp[iu.astype(int) % big_h, iv.astype(int) % big_w])
+    power = value @ (radii * radii)                                  # polar area element r^2 d(log r)
     return np.maximum(power, 0.0)
 
 
