@@ -427,7 +427,7 @@ def test_structural_probe_keeps_forward_values(small_vgg):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = small_vgg(x)
-    with torch.enable_grad(), _structural_gradients(small_vgg, None):
+    with torch.enable_grad(), _structural_gradients(small_vgg):
         xg = x.clone().requires_grad_(True)
         out = small_vgg(xg)
         (g,) = torch.autograd.grad(out[0, 3], xg)

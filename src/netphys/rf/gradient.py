@@ -84,14 +84,14 @@ def _linear_surrogate(mod: nn.Module, x: torch.Tensor):
 
 
 @contextlib.contextmanager
-def _structural_gradients(model: nn.Module, stop: nn.Module):
+def _structural_gradients(model: nn.Module):
     """Hooks that keep every gate's and max-pool's output but route its gradient through a linear
     surrogate (identity for gates, the average over the pooling window for max-pools).
 
     The output values are unchanged (``out.detach() + (lin - lin.detach())``), so the gradient
     reaching the input is that of the network with every gate open and every pooling window fully
     used: its support is the structural receptive field, independent of the input. The hooks are
-    prepended, so that a selecting hook on ``stop`` sees the surrogate output.
+    prepended, so that a selecting hook on the same module sees the surrogate output.
     """
     stash: dict = {}
     handles = []
@@ -274,7 +274,7 @@ def _gradient_boxes(model, layer, channels, rows, cols, input_size, *, n_samples
             acc /= n_samples
             dead[lo:hi] = (acc.flatten(1).amax(1) == 0).cpu().numpy()
             if use_structural:
-                with _structural_gradients(model, module):
+                with _structural_gradients(model):
                     g = unit_gradients(samples[:1], hi - lo)
                 if g is not None:
                     acc += g * (acc.flatten(1).amax(1) == 0).logical_not().view(-1, 1, 1)
