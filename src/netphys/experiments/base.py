@@ -248,6 +248,21 @@ class RunContext:
             got = self.store(piece, k, compute())
         return got
 
+    def state_piece(self, piece: str, compute: Callable[[], tuple], *, reads=(), estimators=(), **deps):
+        """:meth:`piece` for work that yields torch tensors (trained weights) next to a Dataset.
+
+        ``compute()`` returns ``(state_dict, dataset)``; both are stored as one piece (one variable per
+        tensor, see :func:`.cache.state_dataset`). Returns ``(state_dict, dataset)``, from the cache
+        when the key matches.
+        """
+        from .cache import split_state, state_dataset
+
+        def both():
+            state, ds = compute()
+            return state_dataset(state, ds)
+
+        return split_state(self.piece(piece, both, reads=reads, estimators=estimators, **deps))
+
     # ------------------------------------------------------------------ dispatch, progress, warnings
     def map(self, fn: Callable, items: list) -> list:
         """Apply a module-level ``fn`` to independent ``items`` through the run's executor (in order)."""

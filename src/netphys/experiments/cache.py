@@ -36,7 +36,7 @@ from ..io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PieceCache", "canonical_json", "key_hash"]
+__all__ = ["PieceCache", "canonical_json", "key_hash", "state_dataset", "split_state", "read_piece_file"]
 
 
 def _jsonable(v):
@@ -89,6 +89,59 @@ def _from_npz(data) -> tuple[xr.Dataset, str]:
     coords = {name: (m["dims"], data[m["slot"]], m["attrs"]) for name, m in meta["coords"].items()}
     dvars = {name: (m["dims"], data[m["slot"]], m["attrs"]) for name, m in meta["vars"].items()}
     return xr.Dataset(dvars, coords=coords, attrs=meta["attrs"]), str(data["__key__"])
+
+
+def read_piece_file(path) -> xr.Dataset:
+    """The Dataset of a stored piece file (for jobs in other processes that read a piece by path)."""
+    with np.load(path, allow_pickle=False) as data:
+        return _from_npz(data)[0]
+
+
+#: prefix of the variables that hold the tensors of a state dict inside a piece
+STATE_PREFIX = "state:"
+
+
+def state_dataset(state, ds: xr.Dataset | None = None) -> xr.Dataset:
+    """``ds`` (or an empty Dataset) with one variable per tensor of a torch ``state`` dict.
+
+    Each tensor becomes the variable ``"state:<name>"`` with its own dimensions, its dtype kept (dtypes
+    NumPy lacks, e.g. bfloat16, are stored as float32 and restored by :func:`split_state`), so trained
+    weights are a piece like any other: keyed, written atomically, damaged files detected.
+    """
+    import torch
+
+    out = xr.Dataset() if ds is None else ds.copy()
+    names, dtypes = [], {}
+    for name, t in state.items():
+        t = t.detach().cpu()
+        try:
+            a = t.numpy()
+        except TypeError:  # a dtype NumPy cannot hold
+            a = t.to(torch.float32).numpy()
+            dtypes[name] = str(t.dtype).replace("torch.", "")
+        var = f"{STATE_PREFIX}{name}"
+        out[var] = (tuple(f"{var}:d{i}" for i in range(a.ndim)), a.copy())
+        names.append(name)
+    out.attrs = {**out.attrs, "state_names": names, "state_dtypes": dtypes}
+    return out
+
+
+def split_state(ds: xr.Dataset):
+    """``(state_dict, rest)``: the tensors stored by :func:`state_dataset` and the other variables."""
+    import torch
+
+    names = list(ds.attrs.get("state_names", []))
+    dtypes = dict(ds.attrs.get("state_dtypes", {}) or {})
+    state = {}
+    for name in names:
+        t = torch.from_numpy(np.array(ds[f"{STATE_PREFIX}{name}"].values, copy=True))
+        if name in dtypes:
+            t = t.to(getattr(torch, dtypes[name]))
+        state[name] = t
+    rest = ds.drop_vars([v for v in ds.data_vars if str(v).startswith(STATE_PREFIX)])
+    rest = rest.drop_dims([d for d in rest.dims if str(d).startswith(STATE_PREFIX)])
+    rest.attrs = {k: v for k, v in ds.attrs.items() if k not in ("state_names", "state_dtypes")}
+    return state, rest
 
 
 def _warn(msg: str) -> None:
