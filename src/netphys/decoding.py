@@ -10,6 +10,10 @@ objective in torch was tried and was ~10x slower on 2 CPU cores than liblinear, 
 """
 from __future__ import annotations
 
+#: version of this module's estimators, part of every experiment cache key that uses them; bump it when
+#: a change alters their numbers (1: balanced splits + LinearSVM as of netphys 0.1)
+ESTIMATOR_VERSION = "1"
+
 import logging
 
 import numpy as np

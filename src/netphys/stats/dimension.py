@@ -20,6 +20,10 @@ precision on the same data (see ``tests/test_dimension.py``).
 """
 from __future__ import annotations
 
+#: version of this module's estimators, part of every experiment cache key that uses them; bump it when
+#: a change alters their numbers (1: TwoNN as of netphys 0.1)
+ESTIMATOR_VERSION = "1"
+
 import logging
 import math
 import numbers

@@ -15,6 +15,10 @@ bias against ground truth.
 """
 from __future__ import annotations
 
+#: version of this module's estimators, part of every experiment cache key that uses them; bump it when
+#: a change alters their numbers (2: corrections pt/qe/shuffle, corrected-H(X) normalisation)
+ESTIMATOR_VERSION = "2"
+
 import logging
 import math
 import numbers
