@@ -266,3 +266,105 @@ def test_importing_plotting_keeps_the_users_backend():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().lower() == "svg"
+
+
+# ----------------------------------------------------------------------------- issue 14: configs and runs
+# Each row: (case, experiment, config overrides, error pattern). Every one must fail in validation,
+# before any model is loaded or image read (the runner validates the whole config first).
+_RUN_CASES = [
+    ("empty networks", "prune_distill.fig3", {"networks": []}, r"'networks' parameter of Fig3Config .*non-empty"),
+    ("empty features", "prune_distill.fig3", {"features": []}, r"'features' parameter of Fig3Config .*non-empty"),
+    ("unknown feature", "prune_distill.fig3", {"features": ["colour"]}, r"'features' parameter .*got 'colour'"),
+    ("hybrid:abc", "prune_distill.fig3", {"networks": ["trained", "hybrid:abc"]}, r"hybrid:<l\*>.*'hybrid:abc'"),
+    ("repeated network", "prune_distill.fig3", {"networks": ["trained", "trained"]}, r"without repeats"),
+    ("realisations 0 (fig3)", "prune_distill.fig3", {"realisations": 0}, r"'realisations' .*>= 1, got 0"),
+    ("realisations 0 (id)", "prune_distill.id_layers", {"realisations": 0}, r"'realisations' .*>= 1, got 0"),
+    ("random_state -1", "prune_distill.fig3", {"random_state": -1}, r"'random_state' .*>= 0, got -1"),
+    ("bins 1", "prune_distill.fig3", {"bins": 1}, r"'bins' .*>= 2, got 1"),
+    ("n_images 20 too few", "prune_distill.fig3", {"n_images": 5}, r"'n_images' .*>= 20, got 5"),
+    ("units as text", "prune_distill.fig3", {"units": "many"}, r"'units' parameter of Fig3Config must be an int"),
+    ("layers as a number", "prune_distill.fig3", {"layers": 3}, r"'layers' parameter .*list of a string or null"),
+    ("unknown correction", "prune_distill.fig3", {"correction": "magic"}, r"'correction' .*one of 'pt'"),
+    ("unknown on_error", "prune_distill.fig3", {"on_error": "ignore"}, r"'on_error' .*one of 'raise'"),
+    ("unknown site", "prune_distill.fig5", {"site": "middle"}, r"'site' parameter of Fig5Config"),
+    ("C = 0", "prune_distill.fig5", {"C": 0.0}, r"'C' parameter of Fig5Config must be a finite number > 0"),
+    ("discard 1.5", "prune_distill.id_layers", {"discard_fraction": 1.5}, r"'discard_fraction' .*\[0, 1\)"),
+    ("empty datasets", "prune_distill.fig2", {"datasets": []}, r"'datasets' parameter of Fig2Config"),
+    ("unknown key", "prune_distill.fig3", {"bin": 4}, r"unknown key\(s\) \['bin'\]"),
+    ("empty model list", "prune_distill.figD", {"models": []}, r"'models' parameter of FigDConfig"),
+    ("l* 0", "prune_distill.fig4", {"contrast_l_stars": [0]}, r"'contrast_l_stars' .*>= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("case, name, over, match", _RUN_CASES, ids=[c[0] for c in _RUN_CASES])
+def test_bad_run_configs_fail_before_work(case, name, over, match, tmp_path, monkeypatch):
+    from netphys.experiments import population, prune_distill
+    from netphys.experiments.runner import run_experiment
+
+    def no_work(*a, **k):  # pragma: no cover - reached only if validation let the config through
+        raise AssertionError(f"{case}: work started before the config was rejected")
+
+    for mod in (prune_distill, population):
+        monkeypatch.setattr(mod, "load_model", no_work)
+    with pytest.raises(NetphysError, match=match):
+        run_experiment(name, over, tmp_path / "out", progress=False)
+
+
+_FILE_CASES = [
+    ("top-level list", "c.yaml", "- units\n- 3\n", r"top level is a mapping .*top-level list"),
+    ("YAML syntax", "c.yaml", "units: [3\n", r"must be a valid YAML file.*parser says"),
+    ("JSON syntax", "c.json", '{"units": 3,}', r"must be a valid JSON file.*parser says"),
+    ("TOML syntax", "c.toml", "units = = 3\n", r"must be a valid TOML file"),
+    ("unknown suffix", "c.ini", "units=3\n", r"a \.yaml, \.yml, \.toml or \.json file"),
+]
+
+
+@pytest.mark.parametrize("case, fname, text, match", _FILE_CASES, ids=[c[0] for c in _FILE_CASES])
+def test_bad_config_files_through_the_cli(case, fname, text, match, tmp_path, capsys):
+    from netphys.cli import main
+
+    p = tmp_path / fname
+    p.write_text(text)
+    assert main(["run", "prune_distill.fig3", "--config", str(p), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    assert __import__("re").search(match, capsys.readouterr().err)
+
+
+def test_missing_config_file_and_layers_string(tmp_path):
+    from netphys.experiments.config import load_config
+    from netphys.experiments.prune_distill import Fig3Config
+    from netphys.experiments.runner import run_experiment
+
+    with pytest.raises(NetphysError, match=r"'config' parameter .*an existing YAML/TOML/JSON file"):
+        run_experiment("prune_distill.fig3", str(tmp_path / "nope.yaml"), tmp_path / "o", progress=False)
+    assert load_config(Fig3Config, {"layers": "conv1_1"}).layers == ("conv1_1",)   # one layer, not letters
+
+
+_TRAIN_CASES = [
+    ("lr nan", ["--lr", "nan"], r"'lr' parameter of train must be"),
+    ("lr 0", ["--lr", "0"], r"'lr' parameter of train must be"),
+    ("width 0", ["--width", "0"], r"'width' parameter of train must be"),
+    ("threads 0", ["--threads", "0"], r"'threads' parameter of train must be"),
+    ("epochs 0", ["--epochs", "0"], r"'epochs' parameter of train must be"),
+]
+
+
+@pytest.mark.parametrize("case, args, match", _TRAIN_CASES, ids=[c[0] for c in _TRAIN_CASES])
+def test_bad_train_arguments_exit_2_and_write_nothing(case, args, match, tmp_path, capsys):
+    from netphys.cli import main
+
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    out = tmp_path / "model"
+    assert main(["train", str(tmp_path / "train"), "--out", str(out), "--no-progress", *args]) == 2
+    assert __import__("re").search(match, capsys.readouterr().err)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_train_out_unwritable_fails_before_training(tmp_path, capsys):
+    from netphys.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    assert main(["train", str(tmp_path / "train"), "--out", str(blocker / "m"), "--no-progress"]) == 2
+    assert "'out' parameter" in capsys.readouterr().err
