@@ -3,20 +3,25 @@
 Batched torch implementations (device follows the input) live in :mod:`netphys.features.patch`;
 :mod:`netphys.features.reference` is a literal per-patch NumPy/SciPy version used by the tests and the
 benchmark. See :mod:`netphys.features.patch` for the conventions (angles in degrees of the image
-structure, patch-local Sobel borders, circular peaks).
+structure, patch-local Sobel borders, the sampling of the angular power, circular peaks).
 """
 from .patch import (
+    ANNULUS_MARGIN_BINS,
     DEFAULT_N_ANGLES,
     FEATURE_KEYS,
     FEATURES,
+    MIN_FFT_LENGTH,
+    OVERSAMPLING,
     TIE_RESOLUTION,
     WINDOWS,
     angle_grid,
     angular_power,
+    annulus,
     contrast,
     corner,
     corner_from_power,
     default_n_radii,
+    fft_length,
     find_peaks_mask,
     luminosity,
     orientation,
@@ -25,17 +30,22 @@ from .patch import (
 )
 
 __all__ = [
+    "ANNULUS_MARGIN_BINS",
     "DEFAULT_N_ANGLES",
     "FEATURE_KEYS",
     "FEATURES",
+    "MIN_FFT_LENGTH",
+    "OVERSAMPLING",
     "TIE_RESOLUTION",
     "WINDOWS",
     "angle_grid",
     "angular_power",
+    "annulus",
     "contrast",
     "corner",
     "corner_from_power",
     "default_n_radii",
+    "fft_length",
     "find_peaks_mask",
     "luminosity",
     "orientation",
