@@ -5,6 +5,10 @@ Batched torch implementations (device follows the input) live in :mod:`netphys.f
 benchmark. See :mod:`netphys.features.patch` for the conventions (angles in degrees of the image
 structure, patch-local Sobel borders, the sampling of the angular power, circular peaks).
 """
+#: version of the feature estimators, part of every experiment cache key that uses them; bump it when
+#: a change alters their values (2: zero-padded spectrum, Keys-cubic log-polar map, area weights)
+ESTIMATOR_VERSION = "2"
+
 from .patch import (
     ANNULUS_MARGIN_BINS,
     DEFAULT_N_ANGLES,

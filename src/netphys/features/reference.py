@@ -68,7 +68,7 @@ def angular_power(patch, n_angles: int = 180, n_radii: int | None = None,
     this implementation decides as follows (measured reasons in :func:`netphys.features.angular_power`):
 
     * log-polar resampling of the amplitude: the FFT of the patch zero-padded to ``n s`` along each
-      side ``n``, ``s = min(8, max(2, ceil(128 / n)))`` (the exact DTFT at half frequency steps or
+      side ``n``, ``s = min(8, max(2, ceil(64 / n)))`` (the exact DTFT at half frequency steps or
       finer), interpolated with the Keys cubic kernel, periodic; the
       paper names no grid or interpolation (bilinear interpolation of the plain FFT made theta* of
       white noise land on 0 or 90 degrees 7-15x more often than chance);
@@ -95,7 +95,7 @@ def angular_power(patch, n_angles: int = 180, n_radii: int | None = None,
         q = (p - np.sum(win * p) / np.sum(win)) * win
     else:
         raise param_error("window", "angular_power", "one of 'hann', None", window)
-    big_h, big_w = (n * min(8, max(2, math.ceil(128 / n))) for n in (h, w))   # at least 2x and 128
+    big_h, big_w = (n * min(8, max(2, math.ceil(64 / n))) for n in (h, w))   # at least 2x and 64
     amp = np.abs(np.fft.fft2(q, s=(big_h, big_w)))    # zero-padded, unshifted (DC at [0, 0])
     amp[0, 0] = 0.0
     margin = min(2.0 / min(h, w), 0.125)
