@@ -160,7 +160,7 @@ def test_gratings_errors():
     with pytest.raises(ValueError, match=r"'kind' parameter of paper_grid must be one of 'small', "
                                          r"'imagenet', got 'cifar'"):
         paper_grid("cifar")
-    with pytest.raises(ValueError, match=r"'model_size' parameter of gratings must be one of"):
+    with pytest.raises(ValueError, match=r"'input_size' parameter of gratings must be one of"):
         gratings("huge")
     with pytest.raises(ValueError, match=r"'grid' parameter of gratings must be spatial frequencies "
                                          r"<= 8 cycles per image"):
@@ -168,6 +168,13 @@ def test_gratings_errors():
     with pytest.raises(ValueError, match=r"'grid' parameter of gratings must be a mapping with keys"):
         gratings(32, grid={"orientations": [0]})
     with pytest.raises(ValueError, match=r"'preprocess' parameter of gratings must be a Preprocess "
-                                         r"with crop == model_size \(32\), got 64"):
+                                         r"with crop == input_size \(32\), got 64"):
         gratings(32, grid={"orientations": [0], "phases": [0], "sfs": [2]},
                  preprocess=Preprocess(resize=64, crop=64))
+
+
+def test_model_size_is_a_deprecated_alias_of_input_size():
+    a = gratings(32, grid="small")
+    with pytest.warns(DeprecationWarning, match="input_size"):
+        b = gratings(model_size=32, grid="small")
+    assert len(a) == len(b) and np.array_equal(a.tensor([0, 5]).numpy(), b.tensor([0, 5]).numpy())

@@ -262,11 +262,11 @@ def paper_grid(kind: str = "small", size: int | None = None) -> GratingGrid:
                        sfs=tuple(sfs), name=kind)
 
 
-def _resolve_size(model_size, func: str) -> tuple[int, str | None]:
-    if isinstance(model_size, str):
-        kind = check_choice(model_size, "model_size", func, list(PAPER_SIZES))
+def _resolve_size(input_size, func: str) -> tuple[int, str | None]:
+    if isinstance(input_size, str):
+        kind = check_choice(input_size, "input_size", func, list(PAPER_SIZES))
         return PAPER_SIZES[kind], kind
-    return check_int(model_size, "model_size", func, min_value=2), None
+    return check_int(input_size, "input_size", func, min_value=2), None
 
 
 def _resolve_grid(grid, size: int, kind: str | None, func: str) -> GratingGrid:
@@ -288,22 +288,23 @@ def _resolve_grid(grid, size: int, kind: str | None, func: str) -> GratingGrid:
                       "'orientations', 'phases' and 'sfs'", grid)
 
 
-def gratings(model_size=32, grid=None, preprocess: Preprocess | None = None, *,
-             contrast: float | Sequence[float] = 1.0, name: str | None = None) -> StimulusSet:
+def gratings(input_size=32, grid=None, preprocess: Preprocess | None = None, *,
+             contrast: float | Sequence[float] = 1.0, name: str | None = None, model_size=None) -> StimulusSet:
     """Gratings as a :class:`~netphys.stimuli.StimulusSet` ready to be recorded.
 
     Parameters
     ----------
-    model_size : int or {"small", "imagenet"}, default 32
-        Input size of the network in pixels (``"small"`` = 32, ``"imagenet"`` = 224).
+    input_size : int or {"small", "imagenet"}, default 32
+        Input size of the network in pixels (``"small"`` = 32, ``"imagenet"`` = 224). ``model_size=`` is a
+        deprecated alias.
     grid : None, {"small", "imagenet"}, GratingGrid or mapping, optional
-        The parameter grid. A string gives :func:`paper_grid` at ``model_size``; a mapping needs
+        The parameter grid. A string gives :func:`paper_grid` at ``input_size``; a mapping needs
         ``orientations`` (deg), ``phases`` (deg) and ``sfs`` (cycles per image). ``None`` uses the
-        paper's grid for the network: ``model_size``'s kind when it is a string, otherwise
+        paper's grid for the network: ``input_size``'s kind when it is a string, otherwise
         ``"imagenet"`` for inputs of 224 px or more and ``"small"`` below.
     preprocess : Preprocess, optional
-        How the network normalises its input; its ``crop`` must equal ``model_size``. Defaults to
-        ImageNet mean/std normalisation at ``model_size``.
+        How the network normalises its input; its ``crop`` must equal ``input_size``. Defaults to
+        ImageNet mean/std normalisation at ``input_size``.
     contrast : float or sequence of float, default 1.0
         Michelson contrast(s) in ``[0, 1]``; several contrasts repeat the grid once per contrast.
     name : str, optional
@@ -319,7 +320,7 @@ def gratings(model_size=32, grid=None, preprocess: Preprocess | None = None, *,
     Raises
     ------
     NetphysError
-        For an unknown ``model_size`` or ``grid``, a frequency above Nyquist (``model_size / 2``), a
+        For an unknown ``input_size`` or ``grid``, a frequency above Nyquist (``input_size / 2``), a
         contrast outside ``[0, 1]``, or a ``preprocess`` whose crop differs from ``model_size``.
 
     Notes
@@ -333,7 +334,12 @@ def gratings(model_size=32, grid=None, preprocess: Preprocess | None = None, *,
     recognition", ICLR 2019 submission, section 2.1.
     """
     func = "gratings"
-    size, kind = _resolve_size(model_size, func)
+    if model_size is not None:
+        import warnings
+
+        warnings.warn("gratings(model_size=...) is deprecated; use input_size=", DeprecationWarning, stacklevel=2)
+        input_size = model_size
+    size, kind = _resolve_size(input_size, func)
     g = _resolve_grid(grid, size, kind, func)
     if max(g.sfs) > size / 2:
         raise param_error("grid", func, f"spatial frequencies <= {size / 2:g} cycles per image (the "
@@ -342,7 +348,7 @@ def gratings(model_size=32, grid=None, preprocess: Preprocess | None = None, *,
     if preprocess is not None and not isinstance(preprocess, Preprocess):
         raise param_error("preprocess", func, "a Preprocess or None", preprocess)
     if preprocess is not None and preprocess.crop != size:
-        raise param_error("preprocess", func, f"a Preprocess with crop == model_size ({size})",
+        raise param_error("preprocess", func, f"a Preprocess with crop == input_size ({size})",
                           preprocess.crop, "build the gratings at the network's input size")
     n_o, n_p, n_s = g.shape
     n = contrasts.size * g.n_stimuli
