@@ -32,6 +32,16 @@ units are single features. Responses are recorded at ``site="post"``, the ReLU o
 next layer receives, so they are non-negative (gOSI's domain) and ablation clamps the same
 quantity.
 
+Runner
+------
+Every variant is a registered experiment (``netphys run orientation.all|fast|selectivity|dynamics|
+sweep|ablation|default``) run by :func:`netphys.experiments.runner.run_experiment`: one labelled
+Dataset per run (``orientation.nc``; :func:`frames` gives its tables, also written as CSV), and
+the expensive work as cached pieces under ``out/cache``: the data split, the main network's weights
+and history, the dynamics network's history and every sweep network. Each key holds only the
+config fields its piece reads, so analysis-only changes (shuffles, ablation, invariance, V1) reuse
+the trained networks and a new sweep member trains only itself.
+
 Scaling
 -------
 The defaults are the paper's (200 epochs, batch 32, Adam, 4 augmentation settings x 50 networks,
@@ -145,9 +155,11 @@ class OrientationConfig:
         Weights analysed for every sweep network ("last": label-corrupted networks must be allowed
         to memorise; early stopping on clean validation labels would undo it).
     backend : {"process", "serial", "ray"}
-        How the sweep's networks run (see :func:`netphys.experiments.parallel.get_executor`).
+        How the sweep's networks run when the run has no executor of its own (``netphys run
+        --backend`` / ``run_experiment(backend=...)`` takes precedence); see
+        :func:`netphys.experiments.parallel.get_executor`.
     max_workers : int or None
-        Parallel sweep jobs (``None``: the number of CPUs).
+        Parallel sweep jobs of that executor (``None``: the number of CPUs).
     threads_per_worker : int
         PyTorch threads per sweep job.
     ablation_fraction : float
@@ -178,7 +190,7 @@ class OrientationConfig:
         Sections to run (see :data:`PARTS`).
     eval_batch_size : int
     random_state : int
-        Root seed; every network, split and sampling gets a seed spawned from it.
+        Root seed; every network, split and sampling gets a named seed stream from it (:data:`STREAMS`).
     device : str or None
         Where the networks run (default CPU); sweep workers use the same device.
     threads : int or None
@@ -665,7 +677,8 @@ def _sweep(cfg, ctx, data, data_key) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         items = [{"config": cfg, "spec": sp, "data": ref} for sp, _ in todo]
         with ctx.timer("sweep"):
             if ctx.executor is not None:
-                backend = _BACKEND_OF.get(type(ctx.executor).__name__, type(ctx.executor).__name__)
+                backend = _BACKEND_OF.get(type(ctx.executor).__name__, type(ctx.executor).__name__) \
+                    if len(items) > 1 else "serial"  # ctx.map runs a lone job here
                 results = ctx.map(_sweep_job, items)
             elif cfg.backend != "serial" and len(todo) > 1:
                 from .parallel import get_executor
