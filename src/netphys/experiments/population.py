@@ -62,6 +62,15 @@ def _stimuli(cfg, ctx, model, seed_name: str):
     return stim, ctx.stimuli_identity(stim, "images_used")
 
 
+def _setup(cfg, ctx, owner: str):
+    """Networks, the image set used (and its identity) and the resolved layer aliases of a run."""
+    nets = _networks(cfg, ctx, "weights")
+    first = next(iter(nets.values()))
+    stim, stim_id = _stimuli(cfg, ctx, first, "images")
+    layers = [resolve_layer(first, l, owner).alias for l in (list(cfg.layers) if cfg.layers else default_layers(first))]
+    return nets, first, stim, stim_id, layers
+
+
 def _layer_coords(model, layers):
     infos = [resolve_layer(model, l) for l in layers]
     return {"layer": [li.alias for li in infos], "kind": ("layer", [li.kind for li in infos]),
@@ -124,11 +133,7 @@ class Fig5(Experiment):
         from ..stats import information
         from ..stats.information import mutual_information
 
-        nets = _networks(cfg, ctx, "weights")
-        first = next(iter(nets.values()))
-        stim, stim_id = _stimuli(cfg, ctx, first, "images")
-        layers = list(cfg.layers) if cfg.layers else default_layers(first)
-        layers = [resolve_layer(first, l, "Fig5Config").alias for l in layers]
+        nets, first, stim, stim_id, layers = _setup(cfg, ctx, "Fig5Config")
         table = _layer_units(first, layers, cfg.pool, ctx, stim.size)
         labels = stim.coords["label"].values
         parts = []
@@ -273,11 +278,7 @@ class IDLayers(Experiment):
         from ..stats import dimension
         from ..stats.dimension import TwoNN
 
-        nets = _networks(cfg, ctx, "weights")
-        first = next(iter(nets.values()))
-        stim, stim_id = _stimuli(cfg, ctx, first, "images")
-        layers = [resolve_layer(first, l, "IDLayersConfig").alias
-                  for l in (list(cfg.layers) if cfg.layers else default_layers(first))]
+        nets, first, stim, stim_id, layers = _setup(cfg, ctx, "IDLayersConfig")
         ids = np.full((len(nets), cfg.realisations, len(layers)), np.nan)
         errs = np.full_like(ids, np.nan)
         for r in ctx.progress(range(cfg.realisations), desc="id_layers"):

@@ -108,15 +108,20 @@ def sample_units(model: nn.Module, layers=None, units=250, *, input_size: int | 
                          allow_fewer=allow_fewer, func="sample_units")
 
 
-def _sample_units(model, layers, units, *, input_size, random_state, allow_fewer, func,
-                  size_param: str = "input_size"):
-    """:func:`sample_units`, with errors naming ``func`` (the public function the user called)."""
+def _resolve_layers(model, layers, func: str):
+    """``(names, LayerInfos)``: one name, a list, or ``None`` (the default layers); never empty."""
     if isinstance(layers, str):
         layers = [layers]
     layers = list(layers) if layers is not None else default_layers(model)
     if not layers:
         raise param_error("layers", func, "a non-empty list of layer names", layers)
-    infos = [resolve_layer(model, l, func) for l in layers]  # unknown names fail before any forward
+    return layers, [resolve_layer(model, l, func) for l in layers]
+
+
+def _sample_units(model, layers, units, *, input_size, random_state, allow_fewer, func,
+                  size_param: str = "input_size"):
+    """:func:`sample_units`, with errors naming ``func`` (the public function the user called)."""
+    layers, infos = _resolve_layers(model, layers, func)  # unknown names fail before any forward
     if input_size is None:
         input_size = model_info(model).input_size or 224
     input_size = check_int(input_size, "input_size", func, min_value=1)
@@ -155,12 +160,7 @@ def _sample_units(model, layers, units, *, input_size, random_state, allow_fewer
 def _channel_units(model, layers, units, *, input_size, random_state, allow_fewer, func,
                    size_param: str = "input_size"):
     """One unit per channel (``row = col = -1``): ``units`` channels sampled per layer, or ``"all"``."""
-    if isinstance(layers, str):
-        layers = [layers]
-    layers = list(layers) if layers is not None else default_layers(model)
-    if not layers:
-        raise param_error("layers", func, "a non-empty list of layer names", layers)
-    infos = [resolve_layer(model, l, func) for l in layers]
+    layers, infos = _resolve_layers(model, layers, func)
     rng = check_random_state(random_state, func)
     every = isinstance(units, str) and units == "all"
     if not every:
