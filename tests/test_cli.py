@@ -141,3 +141,26 @@ def test_train_cli(tmp_path, capsys):
     assert cli.main(["train", str(tmp_path / "tr"), "--out", str(out), "--batch-size", "100",
                      "--width", "0.0625", "--size", "32", "--no-progress"]) == 2
     assert "the 'batch_size' parameter of train" in capsys.readouterr().err
+
+
+def test_cli_conventions(capsys):
+    import yaml
+
+    from netphys import __version__
+    from netphys.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and __version__ in capsys.readouterr().out
+    assert main(["run", "--list"]) == 0
+    listing = capsys.readouterr().out
+    assert "prune_distill.fig3" in listing and "orientation.fast" in listing
+    assert main(["run", "prune_distill.fig3", "--print-config", "--set", "bins=4", "--set",
+                 "layers=[conv1_1, fc6]"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["bins"] == 4 and cfg["layers"] == ["conv1_1", "fc6"] and cfg["units"] == 250
+    assert main(["run", "prune_distill.fig3", "--print-config", "--set", "bins=1"]) == 2
+    assert "'bins' parameter of Fig3Config must be an int >= 2, got 1" in capsys.readouterr().err
+    assert main(["run", "prune_distill.fig3", "--set", "bins"]) == 2
+    assert "'set' parameter of netphys run --set must be key=value" in capsys.readouterr().err
+    assert main(["run"]) == 2

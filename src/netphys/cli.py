@@ -33,11 +33,47 @@ def _cmd_demo(a):
     return 0
 
 
+def _parse_sets(items, func: str = "netphys run --set") -> dict:
+    """``["key=value", ...]`` -> dict, values read as YAML (``bins=4``, ``layers=[conv1_1, fc6]``)."""
+    import yaml
+
+    from ._validation import param_error
+
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise param_error("set", func, "key=value (e.g. --set bins=4)", item)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise param_error("set", func, "key=value with a YAML value", item, str(exc).replace("\n", " ")) from None
+    return out
+
+
 def _cmd_run(a):
+    from .experiments.registry import experiment_names, get_experiment
+
+    if a.list:
+        return _cmd_list(a)
+    if a.experiment is None:
+        from ._validation import param_error
+
+        raise param_error("experiment", "netphys run", "one of " + ", ".join(experiment_names()), None,
+                          "name one, or see netphys run --list")
+    overrides = _parse_sets(a.set)
+    if a.print_config:
+        import yaml
+
+        from .experiments.config import config_to_dict, load_config
+
+        cfg = load_config(get_experiment(a.experiment).Config, a.config, **overrides)
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
     from .experiments.runner import run_experiment
 
     run = run_experiment(a.experiment, config=a.config, out=a.out, progress=not a.no_progress,
-                         backend=a.backend, max_workers=a.workers)
+                         backend=a.backend, max_workers=a.workers, **overrides)
     done = ", ".join(f"{k}: {v['computed']} computed / {v['reused']} reused" for k, v in run.cache.items())
     print(f"report: {run.report}" + (f"  ({done})" if done else ""))
     return 0
@@ -47,7 +83,9 @@ def _cmd_list(a):
     from .experiments.registry import experiment_names, get_experiment
 
     for name in experiment_names():
-        print(f"{name:28s} {get_experiment(name).title}")
+        cls = get_experiment(name)
+        doc = (cls.__doc__ or "").strip().splitlines()
+        print(f"{name:28s} {doc[0] if doc else cls.title}")
     return 0
 
 
@@ -59,7 +97,10 @@ def _cmd_describe(a):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="netphys", description="In-silico neurophysiology of deep networks.")
+    p.add_argument("--version", action="version", version=f"netphys {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -95,8 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     names = experiment_names()
     r = sub.add_parser("run", help="run an experiment from a config file (YAML/TOML/JSON)")
-    r.add_argument("experiment", help="one of: " + ", ".join(names))
+    r.add_argument("experiment", nargs="?", default=None, help="one of: " + ", ".join(names))
+    r.add_argument("--list", action="store_true", help="list the experiments with one-line descriptions")
     r.add_argument("--config", default=None, help="config file; omitted: the paper defaults")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one config field (YAML value; repeatable), e.g. --set bins=4")
+    r.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (defaults + file + --set) as YAML and exit")
     r.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
     r.add_argument("--backend", default="serial", choices=("serial", "process", "ray"),
                    help="executor for independent pieces (results identical to serial)")

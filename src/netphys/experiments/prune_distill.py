@@ -645,6 +645,8 @@ class FigCConfig(Fig3Config):
 
 @register("prune_distill.figC")
 class FigC(_InformationExperiment):
+    """Appendix C: the Figure-3 analysis on post-ReLU activations."""
+
     Config = FigCConfig
     title = "Prune and distill, Figure C: after the ReLU"
 
@@ -726,6 +728,8 @@ class FigDConfig(Fig3Config):
 
 @register("prune_distill.figD")
 class FigD(Experiment):
+    """Appendix D: the Figure-3 analysis on other VGG depths (trained vs random per model)."""
+
     Config = FigDConfig
     title = "Prune and distill, Figure D: other VGG depths"
     result_name = "information"
