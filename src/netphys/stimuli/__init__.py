@@ -1,6 +1,7 @@
 """Stimuli: image sets with coordinates and the preprocessing the model expects."""
+from .coerce import TensorStimulusSet, as_stimulus_set
 from .demo import demo_stimuli, folder_or_demo
 from .preprocess import CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from .stimulus_set import StimulusSet
 
-__all__ = ["StimulusSet", "Preprocess", "demo_stimuli", "folder_or_demo", "IMAGENET_MEAN", "IMAGENET_STD", "CAFFE_BGR_MEAN"]
+__all__ = ["StimulusSet", "as_stimulus_set", "TensorStimulusSet", "Preprocess", "demo_stimuli", "folder_or_demo", "IMAGENET_MEAN", "IMAGENET_STD", "CAFFE_BGR_MEAN"]
