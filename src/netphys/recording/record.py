@@ -14,7 +14,7 @@ from torch import nn
 
 from .._random import check_random_state
 from .._validation import NetphysError, check_choice, check_device, check_int, param_error
-from ..models.layers import default_layers, resolve_layer
+from ..models.layers import CallSite, default_layers, module_calls, post_error, resolve_layer
 from ..models.loading import model_info
 from ..stimuli import StimulusSet
 from .hooks import StopForward, hooks, restored
@@ -56,17 +56,57 @@ def _size_fix(model: nn.Module) -> str:
 def _layer_shapes(model, layers, input_size, *, in_channels=3, device=None, func: str, param: str) -> dict:
     """:func:`layer_shapes`; a failing forward pass becomes the templated error on ``param`` of ``func``."""
     infos = [resolve_layer(model, l, func) for l in layers]
+    sites = {li.pre: li.alias for li in infos}
+    shapes = _probe(model, sites, input_size, in_channels=in_channels, device=device, func=func, param=param)
+    return {li.alias: shapes[li.pre] for li in infos}
+
+
+def _site_error(func: str, param: str, label: str, site: CallSite, n: int):
+    """The error for a site whose module runs ``n`` times while the site names another call count."""
+    m = site.module
+    if n == 0:
+        return param_error("layers", func, "layers that the model's forward pass runs", [label],
+                           "these modules are defined but never called; record other layers")
+    if site.call is None:
+        parent = m.rpartition(".")[0]
+        block = f", or the block {parent!r} for its output" if parent else ""
+        what = ("a layer whose activation runs once per forward pass" if param == "site"
+                else "call sites that run once per forward pass")
+        return param_error(param, func, what, label if param == "layers" else "post",
+                           f"module {m!r} runs {n} times per forward pass (a shared module, as ResNet's "
+                           f"relu); name one call as layers=['{m}:0'] ... ['{m}:{n - 1}']{block}")
+    return param_error("layers", func, f"a call index < {n} (module {m!r} runs {n} times per forward pass)",
+                       label, f"name one of '{m}:0' ... '{m}:{n - 1}'")
+
+
+def _probe(model, sites: dict, input_size, *, in_channels=3, device=None, func: str, param: str,
+           site_param: dict | None = None) -> dict:
+    """One forward pass on a zero image: the output shape (without batch) at each call site.
+
+    ``sites`` maps :class:`CallSite` -> the name to show in errors. Every site must exist: its module
+    runs once per forward pass (``call=None``) or at least ``call + 1`` times, its output is a tensor,
+    and a leaf module runs as often as the traced graph says.
+    """
     device = check_device(device, func)
-    shapes: dict = {}
+    by_module: dict[str, set] = {}
+    for st in sites:
+        by_module.setdefault(st.module, set()).add(st.call)
+    calls: dict[str, int] = {}
+    outs: dict = {}
 
     def make(name):
+        wanted = by_module[name]
+
         def fn(_m, _i, out):
-            shapes[name] = tuple(out.shape[1:])
+            k = calls.get(name, 0)
+            calls[name] = k + 1
+            if k in wanted or (None in wanted and k == 0):
+                outs[(name, k)] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
         return fn
 
     device = device or _model_device(model)
     try:
-        with restored(model), hooks(model, {li.module: make(li.module) for li in infos}), torch.no_grad():
+        with restored(model, device=device), hooks(model, {m: make(m) for m in by_module}), torch.no_grad():
             model(torch.zeros(1, in_channels, input_size, input_size, device=device))
     except RuntimeError as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
@@ -74,11 +114,26 @@ def _layer_shapes(model, layers, input_size, *, in_channels=3, device=None, func
         raise param_error(param, func, "images the network can process", got,
                           f"its forward pass on a zero image of shape (1, {in_channels}, {input_size}, "
                           f"{input_size}) failed ({type(exc).__name__}: {first}); " + _size_fix(model)) from exc
-    unused = [li.alias for li in infos if li.module not in shapes]
+    unused = [label for st, label in sites.items() if calls.get(st.module, 0) == 0]
     if unused:
         raise param_error("layers", func, "layers that the model's forward pass runs", unused,
                           "these modules are defined but never called; record other layers")
-    return {li.alias: shapes[li.module] for li in infos}
+    shapes = {}
+    for st, label in sites.items():
+        n = calls[st.module]
+        traced = module_calls(model, st.module)
+        if traced is not None and traced != n:
+            raise NetphysError(f"module {st.module!r} ran {n} times in the forward pass of {func} but "
+                               f"{traced} times in the graph traced by torch.fx (data-dependent control "
+                               "flow?); record the output of a block around it instead")
+        if (st.call is None and n != 1) or (st.call is not None and st.call >= n):
+            raise _site_error(func, (site_param or {}).get(st, "layers"), label, st, n)
+        shp = outs[(st.module, st.call or 0)]
+        if not isinstance(shp, tuple):
+            raise param_error("layers", func, "modules whose output is a tensor", label,
+                              f"module {st.module!r} returns {shp}; record a sub-module")
+        shapes[st] = shp
+    return shapes
 
 
 def sample_units(model: nn.Module, layers=None, units=250, *, input_size: int | None = None,
@@ -265,14 +320,26 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
     stimuli : StimulusSet
         Streamed in batches of ``batch_size`` (only one batch of images is in memory at a time).
     layers : list of str, optional
-        Aliases (``conv1_1``, ``fc6``) or dotted module names; default all conv and FC layers.
+        Call sites; default all conv and FC layers. A site is named by an alias (``conv1_1``,
+        ``fc6``) or dotted module name; the dotted name of a block (``layer3``, ``layer3.1``) records
+        its output; ``"<name>:k"`` records the k-th call (0-based) of a module run several times per
+        forward pass (``layer3.1.relu:1``: the second call of a ResNet block's shared ReLU, the
+        block output). A module that runs several times must be named with a call index.
     units : int, "all" or DataFrame
         Units per layer, or a unit table from :func:`sample_units` / a previous recording's
         ``unit`` coordinates (to record the same units on another network).
     site : {"pre", "post"}
-        ``"pre"``: output of the conv/linear module, before any batch norm or activation.
-        ``"post"``: output of the activation that follows it (the layer output itself if none).
-        In-place activations cannot corrupt ``pre`` values: sampled units are copied in the hook.
+        ``"pre"``: output of the conv/linear module (at the named call), before any batch norm or
+        activation. ``"post"``: output of the activation applied to it, found in the graph traced by
+        :func:`torch.fx.symbolic_trace` through batch norm, dropout and residual sums: a module
+        (any activation type, at the right call of a shared one) or an elementwise function written
+        in ``forward`` (``F.relu``, ``torch.relu``: applied to the sampled units of its input).
+        For a conv whose output is summed with a skip connection before the activation (ResNet's
+        last conv of a block) that is the activation after the sum. The layer's own output if no
+        activation follows (``fc8``; block outputs). Models that cannot be traced use the activation
+        module after the layer in registration order, checked to run once. The call site actually
+        read is the ``call_site`` coordinate. In-place activations cannot corrupt ``pre`` values:
+        sampled units are copied in the hook.
     random_state : int or Generator, default 0
         Seed of the unit sampling.
     batch_size : int
@@ -291,13 +358,16 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
     Returns
     -------
     xarray.DataArray, dims ("stimulus", "unit"), float32
-        Unit coordinates layer, module, kind, depth, channel, row, col, site; stimulus coordinates
+        Unit coordinates layer, module, kind, depth, channel, row, col, site, call_site (the module
+        call read, e.g. ``layer1.0.relu:1`` or ``relu(block.bn1)``); stimulus coordinates
         label, class_name, source (and any other stimulus columns); provenance in ``attrs``.
 
     Raises
     ------
     NetphysError
-        Unknown layer (lists the valid ones), more units than a layer has, batch_size <= 0,
+        Unknown layer (lists the valid ones), a module that runs several times named without a call
+        index (or a call index it does not reach), a functional activation no hook can read
+        (``site="post"``), more units than a layer has, batch_size <= 0,
         unknown site, an unavailable device, images of the wrong size for the model, or NaN/inf
         activations.
 
@@ -344,11 +414,34 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
         infos = {l: resolve_layer(model, l, func) for l in layers}
         seed_note = (int(random_state) if isinstance(random_state, (int, np.integer))
                      and not isinstance(random_state, bool) else "generator")
-    shapes = _layer_shapes(model, layers, stimuli.size, func=func, param="stimuli")
-    hook_targets: dict[str, list] = {}
-    col_slices = {}
+    # the call site each layer is read at: its own output ('pre') or its activation from the traced graph
+    read_at: dict = {}
     for l in layers:
         li = infos[l]
+        target = li.pre
+        if site == "post":
+            why = post_error(model, li)
+            if why:
+                raise param_error("site", func, f"a site that can be read for layer {l!r}", site,
+                                  f"{why}; record site='pre', or make the activation a module")
+            if li.post is None:
+                log.info("layer %s has no activation after it; site='post' records its output", l)
+            else:
+                target = li.post
+        read_at[l] = target
+    probe_sites = {infos[l].pre: l for l in layers}
+    probe_sites.update({st: l for l, st in read_at.items()})
+    site_param = {st: "site" for l, st in read_at.items() if st != infos[l].pre}
+    probed = _probe(model, probe_sites, stimuli.size, device=run_device, func=func, param="stimuli",
+                    site_param=site_param)
+    shapes = {l: probed[infos[l].pre] for l in layers}
+    for l, st in read_at.items():
+        if probed[st] != shapes[l]:
+            raise param_error("site", func, f"a site with the shape of layer {l!r} ({shapes[l]})", site,
+                              f"its activation {str(st)!r} outputs shape {probed[st]}; record site='pre'")
+    # module -> {call index: [(rows, gather, fn)]}; call None (a module run once) is call 0
+    hook_targets: dict[str, dict] = {}
+    for l in layers:
         rows = np.flatnonzero(table["layer"].to_numpy() == l)
         sub = table.iloc[rows]
         shp = shapes[l]
@@ -364,48 +457,40 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
                 raise param_error("units", func, f"units inside layer {l!r} of shape {shp}", "out-of-range unit",
                                   str(exc)) from None
             gather = _Gather(np.unravel_index(np.asarray(flat, dtype=np.int64), shp), run_device)
-        target = li.module
-        if site == "post":
-            if li.activation is None:
-                log.info("layer %s has no activation after it; site='post' records its output", l)
-            else:
-                target = li.activation
-        hook_targets.setdefault(target, []).append((l, rows, gather))
-        col_slices[l] = rows
+        st = read_at[l]
+        hook_targets.setdefault(st.module, {}).setdefault(st.call or 0, []).append((rows, gather, st.fn))
     n, u = len(stimuli), len(table)
     out = np.empty((n, u), dtype=np.float32)
-    current: dict = {"idx": None, "fired": {}, "got": []}
+    n_sites = sum(len(v) for v in hook_targets.values())
+    current: dict = {"calls": {}, "done": 0, "got": []}
 
-    def make(target, entries):
+    def make(target, by_call):
         def fn(_m, _inp, output):
+            k = current["calls"].get(target, 0)
+            current["calls"][target] = k + 1
+            entries = by_call.get(k)
+            if entries is None:
+                return
             if not isinstance(output, torch.Tensor):
                 raise NetphysError(f"module {target!r} returned {type(output).__name__}, not a tensor")
-            current["fired"][target] = current["fired"].get(target, 0) + 1
-            if current["fired"][target] > 1:
-                raise NetphysError(f"module {target!r} runs more than once per forward pass (a shared "
-                                   "activation module, as in ResNet); record site='pre' or name another layer")
             o = output.detach()
-            for (_l, rows, gather) in entries:
+            for (rows, gather, act) in entries:
                 # gathering copies: a later in-place activation cannot change these values
-                current["got"].append((rows, gather(o).to(torch.float32)))
-            if target == current.get("last"):
+                v = gather(o).to(torch.float32)
+                current["got"].append((rows, act(v) if act is not None else v))
+            current["done"] += 1
+            if current["done"] == n_sites:  # every site read: skip the rest of the network
                 raise StopForward
         return fn
 
-    fns = {t: make(t, e) for t, e in hook_targets.items()}
-    # one dry run to learn the firing order of the hooked modules
-    seq: list[str] = []
+    fns = {t: make(t, by_call) for t, by_call in hook_targets.items()}
     with restored(model, device=run_device), torch.no_grad():
-        probe = {t: (lambda t_: (lambda m, i, o: seq.append(t_)))(t) for t in hook_targets}
-        with hooks(model, probe):
-            model(torch.zeros(1, 3, stimuli.size, stimuli.size, device=run_device))
-        current["last"] = seq[-1] if seq else None
         bar = tqdm(total=n, desc=f"record {model_info(model).name}", unit="img", disable=not progress)
         try:
             with hooks(model, fns):
                 for idx, x in stimuli.batches(batch_size, device=run_device):
-                    current["idx"] = idx
-                    current["fired"] = {}
+                    current["calls"] = {}
+                    current["done"] = 0
                     current["got"] = []
                     try:
                         model(x)
@@ -431,6 +516,8 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
                            "or its inputs contain non-finite values")
     coords = {c: ("unit", table[c].to_numpy()) for c in UNIT_COLUMNS}
     coords["site"] = ("unit", np.full(u, site))
+    read = {l: str(st) for l, st in read_at.items()}
+    coords["call_site"] = ("unit", np.array([read[l] for l in table["layer"]], dtype=str))
     for c in stimuli.coords.columns:  # a stimulus column must not overwrite a unit coordinate
         name = f"stimulus_{c}" if c in coords or c in ("unit", "stimulus") else c
         coords[name] = ("stimulus", stimuli.coords[c].to_numpy())
