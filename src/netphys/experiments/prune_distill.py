@@ -32,6 +32,7 @@ from ..models.hybrid import hybrid_model
 from ..models.loading import model_info
 from ..recording import record, sample_units
 from ..stimuli import folder_or_demo
+from ..plotting.style import paper_plot
 from .base import Experiment
 from .registry import register
 
@@ -515,81 +516,145 @@ def _network_colors(nets) -> dict:
     return out
 
 
-def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None, null: bool = True):
+def _network_label(n) -> str:
+    return f"hybrid l* = {str(n).split(':')[1]}" if str(n).startswith("hybrid") else str(n)
+
+
+def _fig3_legend(ax, nets, colors, kinds, null_nets, ncols: int = 1, loc="upper left", **kw):
+    """Legend explaining every mark of a Fig.-3-type panel: networks, null bands, conv/FC markers, FC band."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from ..plotting.style import marker_handles
+
+    hs, ls = [], []
+    for n in nets:
+        hs.append(Line2D([], [], color=colors[n], lw=1.0))
+        ls.append(_network_label(n))
+    for n in null_nets:
+        hs.append(Patch(color=colors[n], alpha=0.2, lw=0))
+        ls.append(f"{_network_label(n)} null ±2 SD")
+    for h, l in marker_handles(kinds):
+        hs.append(h)
+        ls.append(l)
+    return ax.legend(hs, ls, loc=loc, ncols=ncols, **kw)
+
+
+def _draw_kernel_inset(ins, inset: dict, colors: dict) -> None:
+    allv = np.concatenate([np.asarray(v) for v in inset.values()])
+    bins_ = np.linspace(np.percentile(allv, 0.5), np.percentile(allv, 99.5), 30)
+    for k, v in inset.items():
+        ins.hist(v, bins=bins_, color=colors.get(k, "0.5"), alpha=0.6, density=True, label=k)
+    ins.set_xlabel("mean conv1 kernel weight", labelpad=1)
+    ins.set_yticks([])
+    ins.spines[["top", "right", "left"]].set_visible(False)
+    ins.xaxis.set_major_locator(__import__("matplotlib.ticker", fromlist=["MaxNLocator"]).MaxNLocator(3))
+
+
+@paper_plot
+def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None, null: bool = True,
+              layout: str = "double"):
     """Figure 3: normalised information per layer, one panel per feature, networks as curves.
 
-    The shuffle null of each network is drawn as a band (mean null +- 2 SD of the layer value under
-    shuffles) in the network's colour, so a curve inside its band is not above chance.
+    The shuffle null of each network is drawn as a band (mean null ± 2 SD of the layer value under
+    shuffles) in the network's colour, so a curve inside its band is not above chance. A new figure
+    gets one more panel slot than there are features, holding the legend (every mark explained) and the
+    kernel-weight histogram, so neither hides data.
 
     Parameters
     ----------
     result : xarray.Dataset from the ``prune_distill.fig3`` experiment
     inset : dict, optional
-        ``{"trained": kernel_means, "random": kernel_means}`` drawn as an inset of the luminosity panel
-        (Fig. 3A inset: histogram of the mean weight of each first-layer kernel).
+        ``{"trained": kernel_means, "random": kernel_means}``: the Fig. 3A inset (histogram of the mean
+        weight of each first-layer kernel), drawn as an inset of the luminosity panel.
     axes : sequence of matplotlib Axes, optional
+        One Axes per feature (no legend slot is added).
     null : bool
         Draw the shuffle-null bands (default True).
-    """
-    import matplotlib.pyplot as plt
+    layout : {"double", "single"}
+        Journal layout of a new figure: 7 in (3 panels per row) or 3.5 in (2 per row) wide.
 
-    from ..plotting.style import layer_axis, plot_layer_curve
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from ..plotting.style import WIDTHS, layer_axis, paper_figure, plot_layer_curve
 
     feats = list(result["feature"].values)
-    if axes is None:
-        fig, axes = plt.subplots(1, len(feats), figsize=(3.3 * len(feats), 3.2), squeeze=False)
-        axes = axes[0]
+    own = axes is None
+    if own:
+        ncols = min(3 if layout == "double" else 2, len(feats) + 1)
+        nrows = int(np.ceil((len(feats) + 1) / ncols))
+        height = (1.95 if layout == "double" else 1.75) * nrows + 0.1
+        fig, grid = paper_figure(layout, height, nrows=nrows, ncols=ncols, squeeze=False,
+                                 func="plot_fig3")
+        grid = list(grid.ravel())
+        axes, spare = grid[:len(feats)], grid[len(feats):]
+        width_in = WIDTHS[layout] / ncols - 0.45
     else:
-        fig = axes[0].figure
+        fig, spare = axes[0].figure, []
+        width_in = axes[0].get_position().width * fig.get_size_inches()[0]
     layers = list(result["layer"].values)
     kinds = list(result["kind"].values)
     nets = list(result["network"].values)
     colors = _network_colors(nets)
     x = np.arange(1, len(layers) + 1)
+    null_nets = []
     for ax, feat in zip(axes, feats):
         for n in nets:
             v = result["information"].sel(network=n, feature=feat)
+            if not np.isfinite(v.values).any():
+                continue
             m = v.mean("realisation").values
             sd = v.std("realisation", ddof=1).values if v.sizes["realisation"] > 1 else None
-            label = n if not str(n).startswith("hybrid") else f"hybrid l*={n.split(':')[1]}"
-            plot_layer_curve(ax, layers, kinds, m, sd, color=colors[n], label=label)
+            plot_layer_curve(ax, layers, kinds, m, sd, color=colors[n], label=_network_label(n))
             if null and "null" in result and np.isfinite(result["null"].sel(network=n, feature=feat)).any():
                 nm = result["null"].sel(network=n, feature=feat).mean("realisation").values
                 nb = result["null_band"].sel(network=n, feature=feat).mean("realisation").values
                 nb = np.where(np.isfinite(nb), nb, 0.0)
-                ax.fill_between(x, nm - nb, nm + nb, color=colors[n], alpha=0.15, lw=0,
-                                label=f"{n} shuffle null" if feat == feats[-1] and not str(n).startswith("hybrid")
-                                else None)
-        layer_axis(ax, layers, kinds)
-        ax.set_title(FEATURE_TITLES.get(feat, feat), fontsize=10)
-        ax.set_xlabel("layer")
+                ax.fill_between(x, nm - nb, nm + nb, color=colors[n], alpha=0.2, lw=0)
+                if n not in null_nets:
+                    null_nets.append(n)
+        layer_axis(ax, layers, kinds, width_in=width_in)
+        ax.set_title(FEATURE_TITLES.get(feat, feat))
         vals = result["information"].sel(feature=feat).values
         if np.isfinite(vals).any():
             ax.set_ylim(bottom=min(0, float(np.nanmin(vals)) - 0.01))
-    axes[0].set_ylabel("normalised information  $U^\\ell$")
-    axes[-1].legend(frameon=False, fontsize=7, loc="upper left")
-    if inset is not None and "luminosity" in feats:
-        ax = axes[feats.index("luminosity")]
-        ins = ax.inset_axes([0.45, 0.45, 0.5, 0.38])
-        allv = np.concatenate([np.asarray(v) for v in inset.values()])
-        bins_ = np.linspace(np.percentile(allv, 0.5), np.percentile(allv, 99.5), 40)
-        for k, v in inset.items():
-            ins.hist(v, bins=bins_, color=colors.get(k, "0.5"), alpha=0.6, density=True)
-        ins.set_title("mean conv1 kernel weight", fontsize=6)
-        ins.tick_params(labelsize=5)
-        ins.set_yticks([])
-    fig.tight_layout()
+    for i, ax in enumerate(axes):
+        if not own or i % ncols == 0:
+            ax.set_ylabel("normalised information $U^\\ell$")
+    if own:
+        for ax in axes[-ncols:]:
+            ax.set_xlabel("layer")
+        for ax in spare:
+            ax.set_axis_off()
+        leg_ax = spare[0]
+        if inset is not None:
+            # the spare slot holds the legend (top) and the Fig. 3A kernel histogram (bottom)
+            sub = leg_ax.get_subplotspec().subgridspec(2, 1, height_ratios=[2.2, 1], hspace=0.05)
+            leg_ax.remove()
+            leg_ax = fig.add_subplot(sub[0])
+            leg_ax.set_axis_off()
+            _draw_kernel_inset(fig.add_subplot(sub[1]), inset, colors)
+        _fig3_legend(leg_ax, nets, colors, kinds, null_nets, loc="upper left", borderaxespad=0.0,
+                     ncols=2 if layout == "double" else 1, columnspacing=0.8)
+        for ax in spare[1:]:
+            ax.remove()
+    elif inset is not None and "luminosity" in feats:
+        ins = axes[feats.index("luminosity")].inset_axes([0.5, 0.55, 0.46, 0.3])
+        _draw_kernel_inset(ins, inset, colors)
     return fig
 
 
 def _caption(result) -> str:
     corr = result.attrs.get("correction", "pt")
     k = result.attrs.get("n_shuffles", 0)
-    return (f"Mean normalised single-unit information per layer ({corr} correction), mean +- SD over "
+    return (f"Mean normalised single-unit information per layer ({corr} correction), mean ± SD over "
             f"{result.sizes['realisation']} realisation(s) (new units, images and random weights). Shaded: the "
-            f"same estimator after shuffling feature and activation ({k} shuffles; mean +- 2 SD of the layer "
-            "value). Circles: conv layers; squares (grey region): FC layers. Orientation and corner are not "
-            "computed for the first two layers.")
+            f"same estimator after shuffling feature and activation ({k} shuffles; mean ± 2 SD of the layer "
+            "value); a point inside its band is not above chance. Circles: conv layers; squares on the grey "
+            "band: FC layers. Orientation and corner are not computed for the first two layers. Inset "
+            "(legend panel): histogram of the mean weight of each first-layer kernel, trained vs random.")
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -609,16 +674,12 @@ class _InformationExperiment(Experiment):
     def tables(self, result) -> dict:
         return {"information": summary(result)}
 
-    def figures(self, result, ctx) -> list:
-        return [("fig3", plot_fig3(result, inset=getattr(self, "_inset", None)), _caption(result))]
+    def figures(self, result, ctx, layout: str = "double") -> list:
+        return [("fig3", plot_fig3(result, inset=getattr(self, "_inset", None), layout=layout), _caption(result))]
 
     def sections(self, result, report, ctx) -> None:
-        import matplotlib.pyplot as plt
-
         report.heading("Information per layer")
-        for stem, fig, cap in self.figures(result, ctx):
-            report.figure(fig, cap, stem=None if ctx.out is None else ctx.out / stem)
-            plt.close(fig)
+        _paper_figures(self, result, report, ctx)
         df = summary(result)
         report.heading("Numbers")
         report.table(df.pivot_table(index=["depth", "layer"], columns=["feature", "network"], values="mean"),
@@ -628,12 +689,29 @@ class _InformationExperiment(Experiment):
                          "the same estimator on shuffled data (null)")
 
 
+def _paper_figures(exp, result, report, ctx) -> None:
+    """Embed each of ``exp.figures`` (double column) and save it in both layouts (``stem``, ``stem_single``)."""
+    n = len(exp.figures(result, ctx, layout="double"))
+    for i in range(n):
+        stem, _, cap = exp.figures(result, ctx, layout="double")[i]
+        report.paper_figure(lambda layout, i=i: exp.figures(result, ctx, layout=layout)[i][1], cap,
+                            stem=None if ctx.out is None else ctx.out / stem)
+
+
 @register("prune_distill.fig3")
 class Fig3(_InformationExperiment):
     """Figure 3: trained vs random network, five features, all layers."""
 
     Config = Fig3Config
     title = "Prune and distill, Figure 3: single-unit information across layers"
+    intro = ("How much each unit's activation tells about a simple feature of the image patch it sees "
+             "(luminosity, contrast, orientation, corner) or about the image's category, layer by layer, in a "
+             "trained and a randomly initialised network; each point is the mean over units of the "
+             "bias-corrected information normalised by the feature's entropy. The paper (trained VGG-16) "
+             "found luminosity information falling with depth and collapsing after layer 1 relative to the "
+             "random net, contrast peaking near conv 3 then falling below it, orientation and corner peaking "
+             "near conv 5 while the random net stays flat, and category information rising only in the last "
+             "conv and the FC layers.")
 
 
 @dataclass(frozen=True)
@@ -649,6 +727,9 @@ class FigC(_InformationExperiment):
 
     Config = FigCConfig
     title = "Prune and distill, Figure C: after the ReLU"
+    intro = ("The Figure-3 analysis on activations after the ReLU instead of before it. The paper (appendix C) "
+             "found the same trends across layers: the reformatting of image information does not depend on "
+             "where the unit is read out.")
 
 
 @dataclass(frozen=True)
@@ -695,19 +776,64 @@ class Fig4(Experiment):
     def tables(self, result):
         return {"information": summary(result)}
 
-    def figures(self, result, ctx):
-        import matplotlib.pyplot as plt
+    intro = ("Information of hybrid networks whose first l* layers carry the trained weights and the rest "
+             "random ones, next to the fully trained and fully random networks. The paper found that the loss "
+             "of luminosity information (and the rise and fall of contrast information) follows the trained "
+             "layers: a hybrid tracks the trained curve up to l* and the random one after it, so the "
+             "reformatting is done by the learned weights, layer by layer.")
 
-        feats = list(result["feature"].values)
-        fig, axes = plt.subplots(1, len(feats), figsize=(4.2 * len(feats), 3.4), squeeze=False)
-        for ax, feat in zip(axes[0], feats):
-            sub = result.sel(feature=[feat]).dropna("network", how="all", subset=["information"])
-            plot_fig3(sub, axes=[ax])
-            ax.set_title(f"{FEATURE_TITLES[feat]}: hybrid networks", fontsize=10)
-            ax.legend(frameon=False, fontsize=6)
-        fig.tight_layout()
-        return [("fig4", fig, "Normalised information of hybrid networks whose first l* layers are trained and "
-                 "the rest random, with the fully trained and random networks; shaded: shuffle nulls.")]
+    def figures(self, result, ctx, layout: str = "double"):
+        return [("fig4", plot_fig4(result, layout=layout),
+                 "Normalised information of hybrid networks whose first l* layers are trained and the rest random "
+                 "(greens, darker = larger l*), with the fully trained (blue) and random (red) networks; mean ± "
+                 "SD over realisations; shaded: shuffle null ± 2 SD; circles: conv layers; squares on the grey "
+                 "band: FC layers.")]
+
+    def sections(self, result, report, ctx) -> None:
+        _paper_figures(self, result, report, ctx)
+        for name, df in self.tables(result).items():
+            report.table(df, name)
+
+
+@paper_plot
+def plot_fig4(result: xr.Dataset, *, layout: str = "double"):
+    """Figure 4: one panel per feature with the hybrid networks, each with its legend beside (double) or
+    below (single) it so that no legend hides data.
+
+    Parameters
+    ----------
+    result : xarray.Dataset from ``prune_distill.fig4``
+    layout : {"double", "single"}
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from ..plotting.style import paper_figure
+
+    feats = list(result["feature"].values)
+    if layout == "double":
+        fig, grid = paper_figure(layout, 2.5, nrows=1, ncols=2 * len(feats), squeeze=False, func="plot_fig4",
+                                 gridspec_kw={"width_ratios": [2.2, 1] * len(feats)})
+        pairs = [(grid[0, 2 * i], grid[0, 2 * i + 1]) for i in range(len(feats))]
+    else:
+        fig, grid = paper_figure(layout, 2.9 * len(feats), nrows=2 * len(feats), ncols=1, squeeze=False,
+                                 func="plot_fig4", gridspec_kw={"height_ratios": [2.4, 1] * len(feats)})
+        pairs = [(grid[2 * i, 0], grid[2 * i + 1, 0]) for i in range(len(feats))]
+    for (ax, lax), feat in zip(pairs, feats):
+        sub = result.sel(feature=[feat]).dropna("network", how="all", subset=["information"])
+        plot_fig3(sub, axes=[ax], layout=layout)
+        ax.set_title(f"{FEATURE_TITLES[feat]}: hybrid networks")
+        ax.set_xlabel("layer")
+        nets = list(sub["network"].values)
+        colors = _network_colors(nets)
+        null_nets = [n for n in nets if "null" in sub and np.isfinite(sub["null"].sel(network=n)).any()
+                     and not str(n).startswith("hybrid")]
+        lax.set_axis_off()
+        _fig3_legend(lax, nets, colors, list(sub["kind"].values), null_nets,
+                     ncols=1 if layout == "double" else 3, loc="center left" if layout == "double" else "center",
+                     borderaxespad=0.0, columnspacing=0.8)
+    return fig
 
 
 @dataclass(frozen=True)
@@ -752,12 +878,21 @@ class FigD(Experiment):
             frames.append(df)
         return {"information": pd.concat(frames, ignore_index=True)}
 
-    def figures(self, result, ctx):
+    intro = ("The Figure-3 analysis on VGG networks of other depths (VGG-11, VGG-19). The paper (appendix D) "
+             "found the same profiles, stretched or compressed to the network's depth: the reformatting of "
+             "image information is not specific to VGG-16.")
+
+    def figures(self, result, ctx, layout: str = "double"):
         out = []
         for m in result["model"].values:
             sub = result.sel(model=m).dropna("layer", how="all", subset=["information"])
-            out.append((f"fig3_{m}", plot_fig3(sub), f"{m}: trained vs random. " + _caption(sub)))
+            out.append((f"fig3_{m}", plot_fig3(sub, layout=layout), f"{m}: trained vs random. " + _caption(sub)))
         return out
+
+    def sections(self, result, report, ctx) -> None:
+        _paper_figures(self, result, report, ctx)
+        for name, df in self.tables(result).items():
+            report.table(df, name)
 
 
 class _SubContext:
