@@ -166,20 +166,26 @@ def _write_outputs(exp, cfg, result, prov: dict, out: Path) -> None:
 
 
 def write_report(exp, result, ctx: RunContext, prov: dict) -> Path:
-    """Write ``report.html``: the experiment's sections, then warnings, config and provenance."""
-    from ..reports import Report
+    """Write ``report.html``.
+
+    Order: the experiment's introduction (``exp.intro``: a string, or a method taking the result), a
+    warning box (the run's warnings, layer values not above their shuffle null), the experiment's
+    sections, then the config and the provenance as tables (the full record is ``provenance.json``).
+    """
+    from ..reports import Report, null_warnings
 
     rep = Report(exp.title or exp.name, getattr(exp, "subtitle", lambda r: "")(result))
+    intro = getattr(exp, "intro", "")
+    rep.intro(intro(result) if callable(intro) else intro)
+    rep.warning(list(prov["warnings"]) + null_warnings(result) + list(prov["cache_events"]),
+                "Warnings: read the results below with care")
     exp.sections(result, rep, ctx)
-    if prov["warnings"] or prov["cache_events"]:
-        rep.heading("Warnings")
-        for w in prov["warnings"]:
-            rep.text(w, cls="note")
-        for e in prov["cache_events"]:
-            rep.text(e, cls="note")
-    rep.heading("Config and provenance")
-    rep.json(prov["config"], "config")
-    rep.json({k: v for k, v in prov.items() if k != "config"}, "provenance")
+    rep.heading("Config")
+    rep.mapping(prov["config"], "every field of the run's config (config.yaml)")
+    rep.heading("Provenance")
+    rep.mapping({k: v for k, v in prov.items() if k not in ("config", "warnings")},
+                "versions, identities of models and stimuli, cache use and timings (provenance.json)",
+                header=("item", "value"))
     return rep.write(ctx.out / "report.html")
 
 
