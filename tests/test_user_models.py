@@ -251,3 +251,48 @@ def test_fig3_runs_a_user_model_and_records_its_identity(usermod, tmp_path):
     assert base[0]["parameters_sha256"] == parameters_sha256(trained)
     info = run.result["information"]
     assert np.isfinite(info.sel(feature="luminosity").values).all()
+
+
+# ----------------------------------------------------------------------------- (c) timm (optional extra)
+def test_timm_missing_names_the_extra(monkeypatch):
+    from netphys.models import loading
+
+    monkeypatch.setattr(loading, "_timm", lambda: None)
+    with pytest.raises(NetphysError, match=r"the 'name' parameter of load_model must be a timm model name with "
+                       r"timm installed, got 'timm:resnet18'; timm is an optional extra: pip install "
+                       r"'netphys\[timm\]'"):
+        load_model("timm:resnet18", "random")
+
+
+def test_timm_model_from_local_file_with_its_preprocessing(tmp_path):
+    timm = pytest.importorskip("timm")
+    from timm.data import resolve_data_config
+
+    m = load_model("timm:resnet18", "random", random_state=1)
+    info = model_info(m)
+    cfg = resolve_data_config({}, model=m)
+    assert info.kind == "random" and info.name == "timm:resnet18"
+    assert info.preprocess.crop == cfg["input_size"][-1] == 224
+    assert info.preprocess.resize == round(224 / cfg["crop_pct"])  # 236 for crop_pct 0.95
+    assert info.preprocess.mean == tuple(cfg["mean"]) and info.preprocess.std == tuple(cfg["std"])
+    p = tmp_path / "r18.pth"
+    torch.save(m.state_dict(), p)
+    again = load_model("timm:resnet18", p)
+    assert parameters_sha256(again) == parameters_sha256(m) and model_info(again).kind == "trained"
+    assert model_info(again).extra["class"] == "timm.models.resnet.ResNet"
+    assert parameters_sha256(load_model("timm:resnet18", "random", random_state=2)) != parameters_sha256(m)
+    # a bare timm name not in MODEL_NAMES also works; resnet18 stays torchvision's
+    assert model_info(load_model("resnet10t", "random")).name == "timm:resnet10t"
+    assert model_info(load_model("resnet18", "random")).name == "resnet18"
+    with pytest.raises(NetphysError, match=r"netphys never downloads timm weights"):
+        load_model("timm:resnet18")
+    with pytest.raises(NetphysError, match=r"a state_dict for the 'timm:resnet10t' architecture"):
+        load_model("timm:resnet10t", p)
+    # record on a timm network: the stem conv, checked against the module's own output
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    small = load_model("timm:resnet10t", "random", input_size=64)
+    assert model_info(small).preprocess.crop == 64
+    rec = record(small, as_stimulus_set(x, model=small), ["conv1.0"], units=20)
+    full = small.conv1[0](x).detach().numpy()
+    want = full[:, rec["channel"].values, rec["row"].values, rec["col"].values]
+    np.testing.assert_allclose(rec.values, want, rtol=1e-5, atol=1e-6)
