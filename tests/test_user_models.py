@@ -210,12 +210,12 @@ def test_as_stimulus_set_round_trips():
 
 def test_as_stimulus_set_errors():
     with pytest.raises(NetphysError, match=r"the 'stimuli' parameter of record must be a netphys StimulusSet, "
-                       r"a float tensor .* got 'list'"):
+                       r"got 'list'; build one with StimulusSet.from_folder .* or a torch DataLoader"):
         as_stimulus_set([1, 2], func="record")
-    with pytest.raises(NetphysError, match=r"got 'ndarray of shape \(2, 8, 8, 4\)'"):
+    with pytest.raises(NetphysError, match=r"got 'ndarray'; .*\(got shape \(2, 8, 8, 4\)\)"):
         as_stimulus_set(np.zeros((2, 8, 8, 4), np.uint8))
-    with pytest.raises(NetphysError, match=r"got 'ndarray of dtype torch.float32 and shape \(2, 8, 8, 3\)'; "
-                       r"float images must be \(N, 3, H, W\) network input"):
+    with pytest.raises(NetphysError, match=r"\(got dtype torch.float32 and shape \(2, 8, 8, 3\); "
+                       r"float images must be \(N, 3, H, W\) network input\)"):
         as_stimulus_set(np.zeros((2, 8, 8, 3), np.float32))
     with pytest.raises(NetphysError, match=r"must be finite network input"):
         as_stimulus_set(torch.full((2, 3, 8, 8), float("nan")))
@@ -296,3 +296,18 @@ def test_timm_model_from_local_file_with_its_preprocessing(tmp_path):
     full = small.conv1[0](x).detach().numpy()
     want = full[:, rec["channel"].values, rec["row"].values, rec["col"].values]
     np.testing.assert_allclose(rec.values, want, rtol=1e-5, atol=1e-6)
+
+
+def test_record_takes_tensors_arrays_and_dataloaders():
+    """record() coerces its stimuli: a tensor, uint8 pixels and a DataLoader give the same responses."""
+    net = load_model(_tiny_net(), preprocess=Preprocess.imagenet(16))
+    u8 = _pixels(n=8, size=16, seed=3)
+    ref_set = StimulusSet.from_arrays(u8, preprocess=Preprocess.imagenet(16))
+    ref = record(net, ref_set, ["0", "3"], units=7)
+    x = ref_set.tensor()
+    for stim in (x, u8, DataLoader(TensorDataset(x, torch.zeros(8, dtype=torch.long)), batch_size=3)):
+        got = record(net, stim, ["0", "3"], units=7)
+        np.testing.assert_array_equal(got.values, ref.values)
+    with pytest.raises(NetphysError, match=r"the 'stimuli' parameter of record must be a netphys StimulusSet, "
+                       r"got 'str'; build one with"):
+        record(net, "images/", ["0"], units=2)

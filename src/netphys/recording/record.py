@@ -16,7 +16,7 @@ from .._random import check_random_state
 from .._validation import NetphysError, check_choice, check_device, check_int, param_error
 from ..models.layers import CallSite, default_layers, module_calls, post_error, resolve_layer
 from ..models.loading import model_info
-from ..stimuli import StimulusSet
+from ..stimuli import StimulusSet, as_stimulus_set
 from .hooks import StopForward, hooks, restored
 
 log = logging.getLogger(__name__)
@@ -237,10 +237,14 @@ def _channel_units(model, layers, units, *, input_size, random_state, allow_fewe
 class _ChannelMean:
     """Spatial mean of the chosen channels of a ``(batch, C, H, W)`` output (FC outputs: the features)."""
 
-    def __init__(self, channels, device):
+    def __init__(self, channels, device, act=None):
         self.index = torch.as_tensor(np.array(channels, dtype=np.int64), device=device)
+        self.act = act  # an elementwise activation to apply before the mean (a functional 'post' site)
 
     def __call__(self, o: torch.Tensor) -> torch.Tensor:
+        if self.act is not None:
+            o = self.act(o.index_select(1, self.index).to(torch.float32))
+            return o.mean(dim=(2, 3)) if o.dim() == 4 else o
         if o.dim() == 4:
             o = o.mean(dim=(2, 3))
         return o.index_select(1, self.index)
@@ -381,6 +385,7 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
     from tqdm.auto import tqdm
 
     func = "record"
+    stimuli = as_stimulus_set(stimuli, model=model, func=func)  # tensors, uint8 arrays, DataLoaders
     if not isinstance(stimuli, StimulusSet):
         raise param_error("stimuli", func, "a netphys StimulusSet", type(stimuli).__name__,
                           "build one with StimulusSet.from_folder or StimulusSet.from_arrays")
@@ -449,7 +454,7 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
             ch = sub["channel"].to_numpy()
             if ((ch < 0) | (ch >= shp[0])).any():
                 raise param_error("units", func, f"channels inside layer {l!r} of shape {shp}", "out-of-range unit")
-            gather = _ChannelMean(ch, run_device)
+            gather = _ChannelMean(ch, run_device, act=read_at[l].fn)
         else:
             try:
                 flat = _flat_index(sub, shp)
@@ -458,7 +463,8 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
                                   str(exc)) from None
             gather = _Gather(np.unravel_index(np.asarray(flat, dtype=np.int64), shp), run_device)
         st = read_at[l]
-        hook_targets.setdefault(st.module, {}).setdefault(st.call or 0, []).append((rows, gather, st.fn))
+        act = None if reduce == "channel_mean" else st.fn  # the channel mean applies it before averaging
+        hook_targets.setdefault(st.module, {}).setdefault(st.call or 0, []).append((rows, gather, act))
     n, u = len(stimuli), len(table)
     out = np.empty((n, u), dtype=np.float32)
     n_sites = sum(len(v) for v in hook_targets.values())

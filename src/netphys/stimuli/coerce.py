@@ -12,10 +12,14 @@ from .._validation import param_error
 from .preprocess import Preprocess
 from .stimulus_set import StimulusSet, _check_labels
 
-_WHAT = ("a netphys StimulusSet, a float tensor or array (N, 3, H, W) of network input, uint8 images "
-         "(N, H, W, 3) or (N, 3, H, W), or a torch DataLoader / Dataset of (images, labels)")
-_FIX = ("StimulusSet.from_folder reads an image folder; StimulusSet.from_arrays takes float pixels in "
-        "[0, 1]")
+_WHAT = "a netphys StimulusSet"
+_FIX = ("build one with StimulusSet.from_folder or StimulusSet.from_arrays (float pixels in [0, 1]), or pass "
+        "float (N, 3, H, W) network input, uint8 images (N, H, W, 3) or (N, 3, H, W), or a torch "
+        "DataLoader / Dataset of (images, labels)")
+
+
+def _refuse(obj, func: str, detail: str = ""):
+    return param_error("stimuli", func, _WHAT, type(obj).__name__, _FIX + (f" ({detail})" if detail else ""))
 
 
 class TensorStimulusSet(StimulusSet):
@@ -197,7 +201,7 @@ def as_stimulus_set(stimuli, preprocess=None, *, model=None, labels=None, class_
         from torch.utils.data import DataLoader, Dataset
 
         if not isinstance(stimuli, (DataLoader, Dataset)):
-            raise param_error("stimuli", func, _WHAT, type(stimuli).__name__, _FIX)
+            raise _refuse(stimuli, func)
         stimuli, loader_labels, loader_classes = _from_batches(stimuli, func)
         kind = "dataloader"
         if labels is None:
@@ -206,7 +210,7 @@ def as_stimulus_set(stimuli, preprocess=None, *, model=None, labels=None, class_
             class_names = loader_classes
     x = stimuli.detach().cpu() if isinstance(stimuli, torch.Tensor) else torch.from_numpy(np.asarray(stimuli))
     if x.ndim != 4 or 3 not in (x.shape[1], x.shape[-1]) or x.shape[0] == 0:
-        raise param_error("stimuli", func, _WHAT, f"{type(stimuli).__name__} of shape {tuple(x.shape)}", _FIX)
+        raise _refuse(stimuli, func, f"got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8:
         a = x.numpy()
         if a.shape[-1] != 3:
@@ -214,8 +218,8 @@ def as_stimulus_set(stimuli, preprocess=None, *, model=None, labels=None, class_
         return _from_pixels(a, pre, labels, class_names, name or ("images" if kind == "tensor" else kind), func)
     if x.dtype.is_floating_point and x.shape[1] == 3:
         return _from_input(x, pre, labels, class_names, name or kind, func)
-    raise param_error("stimuli", func, _WHAT, f"{type(stimuli).__name__} of dtype {x.dtype} and shape "
-                      f"{tuple(x.shape)}", "float images must be (N, 3, H, W) network input; " + _FIX)
+    raise _refuse(stimuli, func, f"got dtype {x.dtype} and shape {tuple(x.shape)}; float images must be "
+                  "(N, 3, H, W) network input")
 
 
 __all__ = ["as_stimulus_set", "TensorStimulusSet"]
