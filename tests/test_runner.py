@@ -112,13 +112,15 @@ def test_damaged_piece_is_reported_and_recomputed(tmp_path):
     pieces[0].write_bytes(pieces[0].read_bytes()[:50])       # an interrupted copy
     pieces[1].write_bytes(b"")                                # an empty file
     (tmp_path / "cache" / ".orphan.npz.tmp").write_bytes(b"partial")
+    (pieces[2].parent / f".{pieces[2].name}.x1.tmp").write_bytes(b"partial")   # inside a key folder
+    (tmp_path / ".toy.nc.x2.tmp").write_bytes(b"partial")                       # an interrupted output
     with pytest.warns(UserWarning, match="damaged cache piece"):
         again = run_experiment("test.toy", {}, tmp_path, progress=False)
     xr.testing.assert_equal(first.result["w"], again.result["w"])
     prov = json.loads((tmp_path / "provenance.json").read_text())
     events = " ".join(prov["cache_events"])
-    assert events.count("damaged cache piece") == 2 and "orphaned temporary file" in events
-    assert not (tmp_path / "cache" / ".orphan.npz.tmp").exists()
+    assert events.count("damaged cache piece") == 2 and events.count("orphaned temporary file") == 3
+    assert not list(tmp_path.rglob(".*.tmp"))
     assert "damaged cache piece" in (tmp_path / "report.html").read_text()
 
 

@@ -172,7 +172,7 @@ class PieceCache:
         self._memory: dict = {}
         if self.root is not None:
             self.root.mkdir(parents=True, exist_ok=True)
-            for tmp in self.root.glob(".*.tmp"):
+            for tmp in self.root.rglob(".*.tmp"):
                 try:
                     tmp.unlink()
                     self.events.append(f"removed orphaned temporary file {tmp.name}")

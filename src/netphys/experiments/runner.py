@@ -117,6 +117,10 @@ def run_experiment(experiment, config=None, out=None, *, progress: bool = True, 
         out = check_writable(out)
     t0 = time.time()
     cache = PieceCache(None if out is None else out / "cache")
+    if out is not None:  # temporary files of an interrupted write of the outputs themselves
+        for tmp in out.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+            cache.events.append(f"removed orphaned temporary file {tmp.name}")
     own_executor = None
     if executor is None and backend != "serial":
         from .parallel import get_executor
