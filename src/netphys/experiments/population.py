@@ -26,6 +26,7 @@ from ..models import default_layers, load_model, resolve_layer
 from ..models.loading import model_info
 from ..recording import record, sample_units
 from ..stimuli import folder_or_demo
+from ..plotting.style import paper_plot
 from .base import Experiment
 from .registry import register
 
@@ -175,10 +176,23 @@ class Fig5(Experiment):
     def tables(self, result):
         return {"fig5": fig5_summary(result)}
 
-    def figures(self, result, ctx):
-        return [("fig5", plot_fig5(result),
-                 f"A: mean normalised category information per layer (shaded line: shuffle null). B: linear-SVM "
-                 f"validation accuracy (solid, mean +- SD over {result.sizes['subsample']} sub-populations of "
+    intro = ("Left: how much the activations of single units tell about the image's category, layer by layer "
+             "(normalised, bias-corrected information, with its shuffle null); right: how well a linear SVM "
+             "reads the category from a population of units. The paper (trained VGG-16) found category "
+             "information low for the first half of the network, rising in the last conv layers and sharply in "
+             "the FC layers, with decoding accuracy tracking it; the random network stays near chance.")
+
+    def sections(self, result, report, ctx):
+        from .prune_distill import _paper_figures
+
+        _paper_figures(self, result, report, ctx)
+        for name, df in self.tables(result).items():
+            report.table(df, name)
+
+    def figures(self, result, ctx, layout: str = "double"):
+        return [("fig5", plot_fig5(result, layout=layout),
+                 f"A: mean normalised category information per layer (thick faint line: shuffle null). B: linear-SVM "
+                 f"validation accuracy (solid, mean ± SD over {result.sizes['subsample']} sub-populations of "
                  f"{int(result['n_units'].max())} units from a pool of {result.attrs.get('pool')}) and training "
                  "accuracy (dotted); dashed: chance.")]
 
@@ -195,41 +209,101 @@ def fig5_summary(result: xr.Dataset) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def plot_fig5(result: xr.Dataset, axes=None):
-    """Fig. 5: (A) category information per layer with its null; (B) SVM accuracy with chance."""
-    import matplotlib.pyplot as plt
+def _net_color(name, names) -> str:
+    """Trained blue, random red; any other network name a colour of its own (by position)."""
+    from ..plotting.style import HYBRID, RANDOM, TRAINED
 
-    from ..plotting.style import RANDOM, TRAINED, layer_axis, plot_layer_curve
+    fixed = {"trained": TRAINED, "random": RANDOM}
+    if name in fixed:
+        return fixed[name]
+    free = [c for c in (TRAINED, RANDOM, HYBRID, "#7b3294", "#e08214") if c not in
+            [fixed[n] for n in names if n in fixed]]
+    others = [n for n in names if n not in fixed]
+    return free[others.index(name) % len(free)]
 
+
+@paper_plot
+def plot_fig5(result: xr.Dataset, axes=None, *, layout: str = "double"):
+    """Fig. 5: (A) category information per layer with its null; (B) SVM accuracy with chance.
+
+    Parameters
+    ----------
+    result : xarray.Dataset from ``prune_distill.fig5``
+    axes : two matplotlib Axes, optional
+    layout : {"double", "single"}
+        A new figure: A, B and the legend side by side (7 in) or stacked (3.5 in).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.lines import Line2D
+
+    from ..plotting.style import RANDOM, TRAINED, WIDTHS, layer_axis, marker_handles, paper_figure, plot_layer_curve
+
+    lax = None
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        if layout == "double":
+            fig, grid = paper_figure(layout, 2.5, nrows=1, ncols=3, func="plot_fig5",
+                                     gridspec_kw={"width_ratios": [1, 1, 0.55]})
+            width_in = 2.6
+        else:
+            fig, grid = paper_figure(layout, 5.2, nrows=3, ncols=1, func="plot_fig5",
+                                     gridspec_kw={"height_ratios": [1, 1, 0.42]})
+            width_in = WIDTHS["single"] - 0.5
+        axes, lax = list(grid[:2]), grid[2]
     else:
         fig = axes[0].figure
+        width_in = None
     layers = list(result["layer"].values)
     kinds = list(result["kind"].values)
     x = np.arange(1, len(layers) + 1)
-    for n in result["network"].values:
-        c = RANDOM if n == "random" else TRAINED
+    nets = list(result["network"].values)
+    has_null = False
+    for n in nets:
+        c = _net_color(n, nets)
         r = result.sel(network=n)
         plot_layer_curve(axes[0], layers, kinds, r["category_information"].values, color=c, label=n)
         if "category_null" in r and np.isfinite(r["category_null"].values).any():
-            axes[0].plot(x, r["category_null"].values, color=c, lw=3, alpha=0.2, label=f"{n} shuffle null")
+            axes[0].plot(x, r["category_null"].values, color=c, lw=3, alpha=0.25)
+            has_null = True
         plot_layer_curve(axes[1], layers, kinds, r["val_accuracy"].mean("subsample").values,
-                         r["val_accuracy"].std("subsample").values, color=c, label=f"{n} validation")
-        axes[1].plot(x, r["train_accuracy"].mean("subsample").values, ":", color=c, lw=1.2, label=f"{n} training")
+                         r["val_accuracy"].std("subsample").values, color=c)
+        axes[1].plot(x, r["train_accuracy"].mean("subsample").values, ":", color=c, lw=1.0)
     for ax in axes:
-        layer_axis(ax, layers, kinds)
+        layer_axis(ax, layers, kinds, width_in=width_in)
         ax.set_xlabel("layer")
     axes[0].set_ylabel("category information $U^\\ell$")
-    axes[0].set_title("A  category information", fontsize=10, loc="left")
-    axes[1].axhline(float(result.attrs.get("chance", 0.1)), color="0.4", ls="--", lw=0.8, label="chance")
+    axes[0].set_title("A  category information", loc="left")
+    chance = float(result.attrs.get("chance", 0.1))
+    axes[1].axhline(chance, color="0.4", ls="--", lw=0.8)
     axes[1].set_ylabel("SVM accuracy")
     axes[1].set_ylim(0, 1.02)
-    axes[1].set_title(f"B  linear SVM, {int(result['n_units'].max())} units x "
-                      f"{result.sizes['subsample']} subsamples", fontsize=10, loc="left")
-    axes[0].legend(frameon=False, fontsize=7)
-    axes[1].legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
+    axes[1].set_title(f"B  linear SVM, {int(result['n_units'].max())} units × "
+                      f"{result.sizes['subsample']} subsamples", loc="left")
+    hs, ls = [], []
+    for n in nets:
+        c = _net_color(n, nets)
+        hs.append(Line2D([], [], color=c, lw=1.0))
+        ls.append(f"{n} (B: validation ± SD)")
+    for n in nets:
+        c = _net_color(n, nets)
+        if has_null:
+            hs.append(Line2D([], [], color=c, lw=3, alpha=0.25))
+            ls.append(f"A: {n} shuffle null")
+        hs.append(Line2D([], [], color=c, ls=":", lw=1.0))
+        ls.append(f"B: {n} training")
+    hs.append(Line2D([], [], color="0.4", ls="--", lw=0.8))
+    ls.append(f"B: chance ({chance:.2g})")
+    for h, l in marker_handles(kinds):
+        hs.append(h)
+        ls.append(l)
+    if lax is not None:
+        lax.set_axis_off()
+        lax.legend(hs, ls, loc="center left" if layout == "double" else "center", borderaxespad=0.0,
+                   ncols=1 if layout == "double" else 2, columnspacing=0.8)
+    else:
+        axes[1].legend(hs, ls, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -316,29 +390,76 @@ class IDLayers(Experiment):
         df = result["id"].mean("realisation").to_pandas().T.reset_index()
         return {"id_layers": df}
 
-    def figures(self, result, ctx):
-        return [("id_layers", plot_id_layers(result),
-                 f"TwoNN intrinsic dimension of {result.attrs.get('units')} units per layer (mean +- SD over "
-                 f"{result.sizes['realisation']} draws of units), trained vs random.")]
+    intro = ("The intrinsic dimension (TwoNN) of each layer's representation of the images, trained vs random "
+             "network. Ansuini et al. (2019), cited by the paper, found a 'hunchback' in trained networks: the "
+             "dimension rises in the first layers and falls towards the output, while a random network shows no "
+             "such profile; the paper found the same rise and fall across rat areas V1 -> LI -> LL.")
+
+    def sections(self, result, report, ctx):
+        from .prune_distill import _paper_figures
+
+        _paper_figures(self, result, report, ctx)
+        for name, df in self.tables(result).items():
+            report.table(df, name)
+
+    def figures(self, result, ctx, layout: str = "double"):
+        return [("id_layers", plot_id_layers(result, layout=layout),
+                 f"TwoNN intrinsic dimension of {result.attrs.get('units')} units per layer (mean ± SD over "
+                 f"{result.sizes['realisation']} draws of units); circles: conv layers, squares on the grey band: "
+                 "FC layers.")]
 
 
-def plot_id_layers(result: xr.Dataset, ax=None):
-    """ID vs layer (the "hunchback"), trained vs random, mean +- SD over unit draws."""
-    from ..plotting.style import RANDOM, TRAINED, layer_axis, new_axes, plot_layer_curve
+@paper_plot
+def plot_id_layers(result: xr.Dataset, ax=None, *, layout: str = "double"):
+    """ID vs layer (the "hunchback"), trained vs random, mean ± SD over unit draws.
 
-    fig, ax = new_axes(ax, figsize=(5.2, 3.4))
+    Parameters
+    ----------
+    result : xarray.Dataset from ``prune_distill.id_layers``
+    ax : matplotlib Axes, optional
+    layout : {"double", "single"}
+        Width of a new figure (7 or 3.5 in); the legend sits right of the axes.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.lines import Line2D
+
+    from ..plotting.style import RANDOM, TRAINED, WIDTHS, layer_axis, marker_handles, paper_figure, plot_layer_curve
+
+    if ax is None:
+        if layout == "double":
+            fig, (ax, lax) = paper_figure(layout, 2.6, nrows=1, ncols=2, func="plot_id_layers",
+                                          gridspec_kw={"width_ratios": [3.2, 1]})
+        else:
+            fig, (ax, lax) = paper_figure(layout, 3.1, nrows=2, ncols=1, func="plot_id_layers",
+                                          gridspec_kw={"height_ratios": [3.6, 1]})
+        width_in = WIDTHS[layout] * (0.72 if layout == "double" else 0.85)
+    else:
+        fig, lax, width_in = ax.figure, None, None
     layers = list(result["layer"].values)
     kinds = list(result["kind"].values)
+    hs, ls = [], []
     for n in result["network"].values:
         v = result["id"].sel(network=n)
         sd = v.std("realisation", ddof=1).values if v.sizes["realisation"] > 1 else None
-        plot_layer_curve(ax, layers, kinds, v.mean("realisation").values, sd,
-                         color=RANDOM if n == "random" else TRAINED, label=n)
-    layer_axis(ax, layers, kinds)
+        c = _net_color(n, list(result["network"].values))
+        plot_layer_curve(ax, layers, kinds, v.mean("realisation").values, sd, color=c, label=str(n))
+        hs.append(Line2D([], [], color=c, lw=1.0))
+        ls.append(f"{n} (mean ± SD)")
+    layer_axis(ax, layers, kinds, width_in=width_in)
     ax.set_xlabel("layer")
     ax.set_ylabel("intrinsic dimension (TwoNN)")
-    ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
+    for h, l in marker_handles(kinds):
+        hs.append(h)
+        ls.append(l)
+    if lax is not None:
+        lax.set_axis_off()
+        lax.legend(hs, ls, loc="center left" if layout == "double" else "center", borderaxespad=0.0,
+                   ncols=1 if layout == "double" else 3, columnspacing=0.8)
+    else:
+        ax.legend(hs, ls, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -462,51 +583,91 @@ class Fig2(Experiment):
         cols = ["n_neurons", "n_stimuli", "id_full", "d_inf", "d_inf_err", "d_inf_boot_err", "saturates", "reliable"]
         return {"fig2_asymptotes": result[cols].to_dataframe().reset_index()}
 
-    def figures(self, result, ctx):
-        return [("fig2", plot_fig2(result),
-                 "TwoNN ID of random sub-populations (mean +- SD over sub-populations) with the saturating "
-                 "power-law fit ID(n) = d_inf - a n^-b (dashed); right: asymptotes d_inf (+- bootstrap SD) where "
-                 "the fit constrains them (positive, SD < 50%), and the ID of all recorded neurons.")]
+    intro = ("The intrinsic dimension (TwoNN) of neural population responses as a function of how many neurons "
+             "are sampled, per visual area, with a saturating power-law fit whose asymptote estimates the "
+             "dimension of the whole population. The paper (rat V1, LM, LI, LL) found the dimension growing with "
+             "the number of neurons and saturating, with asymptotes that rise from V1 to LI and fall in LL, the "
+             "same rise and fall as across the layers of a trained network.")
+
+    def sections(self, result, report, ctx):
+        from .prune_distill import _paper_figures
+
+        _paper_figures(self, result, report, ctx)
+        for name, df in self.tables(result).items():
+            report.table(df, name)
+
+    def figures(self, result, ctx, layout: str = "double"):
+        return [("fig2", plot_fig2(result, layout=layout),
+                 "A: TwoNN ID of random sub-populations (mean ± SD over sub-populations, shaded) with the "
+                 "saturating power-law fit ID(n) = d_inf - a n^-b (dashed). B: asymptotes d_inf (± bootstrap SD) "
+                 "where the fit constrains them (positive, SD < 50%), and the ID of all recorded neurons (x).")]
 
 
-def plot_fig2(result: xr.Dataset):
-    """(A) ID vs number of neurons per area (mean +- SD shading, power-law fit dashed);
-    (B) extrapolated asymptote per area against area rank."""
+@paper_plot
+def plot_fig2(result: xr.Dataset, *, layout: str = "double"):
+    """(A) ID vs number of neurons per area (mean ± SD shading, power-law fit dashed);
+    (B) extrapolated asymptote per area against area rank.
+
+    Parameters
+    ----------
+    result : xarray.Dataset from ``prune_distill.fig2``
+    layout : {"double", "single"}
+        A and B side by side (7 in) or stacked (3.5 in); the legend below, outside the data.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1.4, 1]})
+    from ..plotting.style import paper_figure
+
+    if layout == "double":
+        fig, (a, b) = paper_figure(layout, 2.7, nrows=1, ncols=2, func="plot_fig2",
+                                   gridspec_kw={"width_ratios": [1.4, 1]})
+    else:
+        fig, (a, b) = paper_figure(layout, 4.9, nrows=2, ncols=1, func="plot_fig2")
     areas = list(result["area"].values)
     cmap = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(areas))))
+    hs, ls = [], []
     for area, col in zip(areas, cmap):
         c = result.sel(area=area)
         ok = np.isfinite(c["n_units"].values)
         n, m, s = c["n_units"].values[ok], c["id_mean"].values[ok], c["id_sd"].values[ok]
-        a.plot(n, m, "o-", color=col, ms=3, lw=1.2, label=area)
+        line, = a.plot(n, m, "o-", color=col, ms=2.5, lw=1.0)
         a.fill_between(n, m - s, m + s, color=col, alpha=0.18, lw=0)
+        hs.append(line)
+        ls.append(str(area))
         if int(c["saturates"]):
             g = np.geomspace(n.min(), n.max() * 4, 100)
-            a.plot(g, float(c["d_inf"]) - float(c["fit_a"]) * g ** (-float(c["fit_b"])), "--", color=col, lw=0.9)
+            a.plot(g, float(c["d_inf"]) - float(c["fit_a"]) * g ** (-float(c["fit_b"])), "--", color=col, lw=0.8)
     a.set_xscale("log")
+    # log axis: plain numbers at 1-2-5 steps, no minor labels (they collide on short ranges)
+    a.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    a.xaxis.set_minor_formatter(NullFormatter())
     a.set_xlabel("number of neurons sampled")
     a.set_ylabel("intrinsic dimension (TwoNN)")
-    a.set_title("A  ID vs population size (dashed: power-law fit)", fontsize=10, loc="left")
-    a.legend(frameon=False, fontsize=6, ncol=2)
-    a.spines[["top", "right"]].set_visible(False)
+    a.set_title("A  ID vs population size", loc="left")
     x = np.arange(1, len(areas) + 1)
     err = np.where(np.isfinite(result["d_inf_boot_err"].values), result["d_inf_boot_err"].values,
                    result["d_inf_err"].values)
     ok = result["reliable"].values.astype(bool)
-    b.errorbar(x[ok], result["d_inf"].values[ok], yerr=err[ok], fmt="o", color="k", capsize=3,
-               label="asymptote (reliable fits)")
-    b.plot(x, result["id_full"].values, "x", color="0.5", label="ID of all neurons")
+    b.errorbar(x[ok], result["d_inf"].values[ok], yerr=err[ok], fmt="o", color="k", capsize=2, ms=3)
+    b.plot(x, result["id_full"].values, "x", color="0.5", ms=4)
     b.set_xticks(x)
-    b.set_xticklabels(areas, rotation=60, ha="right", fontsize=7)
+    b.set_xticklabels(areas, rotation=0 if len(areas) <= 6 else 90)
+    b.set_xlim(0.4, len(areas) + 0.6)
     b.set_xlabel("area (rank)")
-    b.set_ylabel("extrapolated ID asymptote")
-    b.set_title("B  asymptotes", fontsize=10, loc="left")
-    b.legend(frameon=False, fontsize=7)
-    b.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
+    b.set_ylabel("ID asymptote")
+    b.set_title("B  asymptotes", loc="left")
+    hs += [Line2D([], [], color="0.3", ls="--", lw=0.8), plt.matplotlib.patches.Patch(color="0.3", alpha=0.18, lw=0),
+           Line2D([], [], ls="none", marker="o", color="k", ms=3), Line2D([], [], ls="none", marker="x", color="0.5")]
+    ls += ["A: power-law fit", "A: ± SD over sub-populations", "B: asymptote ± bootstrap SD (reliable fits)",
+           "B: ID of all neurons"]
+    fig.legend(hs, ls, loc="outside lower center", ncols=4 if layout == "double" else 2, columnspacing=1.0)
     return fig
 
 

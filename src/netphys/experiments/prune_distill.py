@@ -403,10 +403,16 @@ def information_across_layers(cfg: Fig3Config, ctx) -> xr.Dataset:
                     unit_parts[(net, f, r, l)] = ds
     for (f, w), cells in piece_warnings.items():
         ctx.warn(f"{f}: {w} (in {len(cells)} of {len(keys) * cfg.realisations} cells, e.g. {cells[0]})")
+    loaded = {net: model_info(build_network(cfg, net, ctx.seed("weights", 0), memo)).kind for net in cfg.networks}
+    for net, kind in loaded.items():
+        if net == "trained" and kind != "trained":
+            ctx.warn(f"the network labelled 'trained' has {kind} weights (weights={cfg.weights!r}); its curve is "
+                     "not that of a trained network")
     result = xr.Dataset(
         {k: (("network", "realisation", "layer", "feature"), v) for k, v in arrays.items()}
         | {"n_constant": (("network", "realisation", "layer", "feature"), nconst)},
-        coords={"network": list(cfg.networks), "realisation": np.arange(cfg.realisations), "layer": layers,
+        coords={"network": list(cfg.networks), "weights_kind": ("network", [loaded[n] for n in cfg.networks]),
+                "realisation": np.arange(cfg.realisations), "layer": layers,
                 "feature": list(cfg.features), "kind": ("layer", [li.kind for li in infos]),
                 "depth": ("layer", [li.depth for li in infos])})
     result = result.merge(_unit_arrays(cfg, plans, layers, unit_parts))
@@ -629,15 +635,16 @@ def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None, null:
         for ax in spare:
             ax.set_axis_off()
         leg_ax = spare[0]
-        if inset is not None:
-            # the spare slot holds the legend (top) and the Fig. 3A kernel histogram (bottom)
-            sub = leg_ax.get_subplotspec().subgridspec(2, 1, height_ratios=[2.2, 1], hspace=0.05)
-            leg_ax.remove()
-            leg_ax = fig.add_subplot(sub[0])
-            leg_ax.set_axis_off()
-            _draw_kernel_inset(fig.add_subplot(sub[1]), inset, colors)
+        if inset is not None and "luminosity" in feats:
+            # the Fig. 3A inset belongs to the luminosity panel but sits in the spare slot, under the
+            # legend, where it hides no data (placed in the slot's coordinates, outside the layout)
+            box = [0.1, 0.2, 0.85, 0.26] if layout == "double" else [0.1, 0.1, 0.85, 0.15]
+            ins = axes[feats.index("luminosity")].inset_axes(box, transform=leg_ax.transAxes)
+            ins.set_in_layout(False)
+            _draw_kernel_inset(ins, inset, colors)
         _fig3_legend(leg_ax, nets, colors, kinds, null_nets, loc="upper left", borderaxespad=0.0,
-                     ncols=2 if layout == "double" else 1, columnspacing=0.8)
+                     ncols=2 if layout == "double" else 1, columnspacing=0.8,
+                     labelspacing=0.5 if layout == "double" else 0.25)
         for ax in spare[1:]:
             ax.remove()
     elif inset is not None and "luminosity" in feats:

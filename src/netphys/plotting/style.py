@@ -139,11 +139,11 @@ def new_axes(ax=None, figsize=(5.0, 3.4)):
 
 
 def _label_step(n: int, width_in: float | None, fontsize: float) -> int:
-    """Label every ``step``-th of ``n`` rotated tick labels so neighbours keep >= 1.3 line heights apart."""
+    """Label every ``step``-th of ``n`` rotated tick labels so neighbours keep >= 1.45 font sizes apart."""
     if width_in is None or n <= 1:
         return 1
     room = width_in * 72.0 / n  # points per tick
-    return max(1, int(np.ceil(1.3 * fontsize / room)))
+    return max(1, int(np.ceil(1.45 * fontsize / room)))
 
 
 def layer_axis(ax, layers, kinds=None, rotate=True, *, width_in: float | None = None):
@@ -236,13 +236,16 @@ def _texts(fig):
     for ax in all_axes(fig.axes):
         if not ax.get_visible():
             continue
-        for axis, name in ((ax.xaxis, "x"), (ax.yaxis, "y")):
-            lo, hi = sorted(axis.get_view_interval())
-            span = hi - lo
-            for tick in list(axis.majorTicks) + list(axis.minorTicks):
-                loc = tick.get_loc()
-                if loc is None or not (lo - 1e-9 * span <= loc <= hi + 1e-9 * span):
-                    continue
+        for axis, name in ((ax.xaxis, "x"), (ax.yaxis, "y")) if ax.axison else ():
+            if not axis.get_visible():
+                continue
+            try:  # the ticks matplotlib draws (stale Tick objects beyond them keep old texts)
+                ticks = axis._update_ticks()
+            except Exception:  # pragma: no cover - private API changed
+                lo, hi = sorted(axis.get_view_interval())
+                ticks = [t for t in list(axis.majorTicks) + list(axis.minorTicks)
+                         if t.get_loc() is not None and lo <= t.get_loc() <= hi]
+            for tick in ticks:
                 for lab in (tick.label1, tick.label2):
                     add(lab, ("tick", id(ax), name))
             add(axis.label, ("label", id(ax), name))
