@@ -260,3 +260,11 @@ def test_unreadable_images_policy_reported(tiny_folder, tmp_path):
     assert any("broken.png" in w and "left out" in w for w in prov["warnings"])
     assert "broken.png" in (tmp_path / "skip" / "report.html").read_text()
     assert json.loads(run.result.attrs["stimuli"])["images"]["skipped"][0].endswith("broken.png")
+
+
+def test_network_labels_follow_the_weights_loaded(tiny_folder):
+    cfg = dict(weights="random", images=str(tiny_folder), n_images=20, units=3, layers=["conv2_1"], realisations=1,
+               features=["luminosity"], n_shuffles=1, batch_size=20, networks=["trained", "random", "hybrid:1"])
+    with pytest.warns(UserWarning, match="labelled 'trained' has random weights"):
+        res = run_experiment("prune_distill.fig3", cfg, None, progress=False, report=False).result
+    assert list(res["weights_kind"].values) == ["random", "random", "hybrid"]
