@@ -317,20 +317,25 @@ def list_layers(model: nn.Module) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def resolve_layer(model: nn.Module, layer: str, func: str = "resolve_layer") -> LayerInfo:
-    """Resolve a site name to its :class:`LayerInfo`.
+def resolve_layer(model: nn.Module, layer: str, func: str = "resolve_layer", *,
+                  sites: bool = False) -> LayerInfo:
+    """Resolve a layer (or, with ``sites=True``, a call site) name to its :class:`LayerInfo`.
 
     Parameters
     ----------
     model : nn.Module
     layer : str
-        An alias (``conv1_1``, ``fc6``) or dotted module name of a conv / FC / pool layer; the dotted
-        name of any other module, leaf or block (``layer3``, ``layer3.1``: its output, kind
-        ``"block"`` or ``"other"``); or either form followed by ``":k"``, the k-th call (0-based) of a
-        module run several times per forward pass (``layer3.1.relu:1``, the block output of a
-        torchvision ResNet block). Whether a module runs once is checked when recording.
+        An alias (``conv1_1``, ``fc6``) or dotted module name of a conv / FC / pool layer, or the
+        dotted name of another leaf module (kind ``"other"``). With ``sites=True`` also the dotted
+        name of a block (``layer3``, ``layer3.1``: its output, kind ``"block"``), and any of these
+        followed by ``":k"``: the k-th call (0-based) of a module run several times per forward pass
+        (``layer3.1.relu:1``, the output of a torchvision ResNet block). Whether a module runs once
+        is checked when recording.
     func : str
         Public function named in error messages.
+    sites : bool, default False
+        Accept block names and call indices (the recording functions do; receptive-field geometry
+        and ablation, which act on one leaf module, do not).
 
     Raises
     ------
@@ -339,15 +344,20 @@ def resolve_layer(model: nn.Module, layer: str, func: str = "resolve_layer") -> 
     """
     infos = layer_infos(model)
     if not isinstance(layer, str) or not layer:
-        return _bad(layer, infos, func)
+        return _bad(layer, infos, func, sites)
     for li in infos:
         if layer == li.alias or layer == li.module:
             return li
+    named = dict(model.named_modules())
+    if not sites:
+        m = named.get(layer)
+        if m is not None and not list(m.children()):
+            return LayerInfo(layer, layer, "other", None, 0, traced=_graph(model) is not None)
+        return _bad(layer, infos, func, sites)
     name, call = layer, None
     base, sep, k = layer.rpartition(":")
     if sep and base and k.isdigit():
         name, call = base, int(k)
-    named = dict(model.named_modules())
     for li in infos:
         if name == li.alias or name == li.module:
             graph = _graph(model)
@@ -358,14 +368,15 @@ def resolve_layer(model: nn.Module, layer: str, func: str = "resolve_layer") -> 
     if name in named and name:
         kind = "other" if not list(named[name].children()) else "block"
         return LayerInfo(layer, name, kind, None, 0, call=call, traced=_graph(model) is not None)
-    return _bad(layer, infos, func)
+    return _bad(layer, infos, func, sites)
 
 
-def _bad(layer, infos, func):
+def _bad(layer, infos, func, sites=False):
     valid = ", ".join(f"{li.alias} ({li.module})" for li in infos)
+    hint = ("; any other module's dotted name (a block such as 'layer3.1') records its output, and "
+            "'<name>:k' its k-th call") if sites else ""
     raise NetphysError(f"the 'layers' parameter of {func} names an unknown layer, got {layer!r}; "
-                       f"valid layers are: {valid}; any other module's dotted name (a block such as "
-                       "'layer3.1') records its output, and '<name>:k' its k-th call")
+                       f"valid layers are: {valid}{hint}")
 
 
 def default_layers(model: nn.Module, kinds=("conv", "fc")) -> list[str]:

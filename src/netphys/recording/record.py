@@ -55,7 +55,7 @@ def _size_fix(model: nn.Module) -> str:
 
 def _layer_shapes(model, layers, input_size, *, in_channels=3, device=None, func: str, param: str) -> dict:
     """:func:`layer_shapes`; a failing forward pass becomes the templated error on ``param`` of ``func``."""
-    infos = [resolve_layer(model, l, func) for l in layers]
+    infos = [resolve_layer(model, l, func, sites=True) for l in layers]
     sites = {li.pre: li.alias for li in infos}
     shapes = _probe(model, sites, input_size, in_channels=in_channels, device=device, func=func, param=param)
     return {li.alias: shapes[li.pre] for li in infos}
@@ -170,7 +170,7 @@ def _resolve_layers(model, layers, func: str):
     layers = list(layers) if layers is not None else default_layers(model)
     if not layers:
         raise param_error("layers", func, "a non-empty list of layer names", layers)
-    return layers, [resolve_layer(model, l, func) for l in layers]
+    return layers, [resolve_layer(model, l, func, sites=True) for l in layers]
 
 
 def _sample_units(model, layers, units, *, input_size, random_state, allow_fewer, func,
@@ -404,7 +404,7 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
             raise param_error("units", func, "a unit table with columns layer, channel, row, col",
                               f"a DataFrame missing {missing}")
         layers = list(dict.fromkeys(table["layer"]))
-        infos = {l: resolve_layer(model, l, func) for l in layers}
+        infos = {l: resolve_layer(model, l, func, sites=True) for l in layers}
         table = table.assign(module=[infos[l].module for l in table["layer"]],
                              kind=[infos[l].kind for l in table["layer"]],
                              depth=[infos[l].depth for l in table["layer"]])
@@ -416,7 +416,7 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
         table = sampler(model, layers, units, input_size=stimuli.size, random_state=random_state,
                         allow_fewer=allow_fewer, func=func, size_param="stimuli")
         layers = list(dict.fromkeys(table["layer"]))
-        infos = {l: resolve_layer(model, l, func) for l in layers}
+        infos = {l: resolve_layer(model, l, func, sites=True) for l in layers}
         seed_note = (int(random_state) if isinstance(random_state, (int, np.integer))
                      and not isinstance(random_state, bool) else "generator")
     # the call site each layer is read at: its own output ('pre') or its activation from the traced graph
