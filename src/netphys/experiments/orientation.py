@@ -1171,6 +1171,12 @@ class _OrientationExperiment(Experiment):
 
     Config = OrientationConfig
     result_name = "orientation"
+    intro = ("Orientation selectivity (gOSI, 0 = untuned, 1 = one orientation) of every channel of a CNN "
+             "trained on natural images, measured with gratings, next to a shuffle control and macaque V1; then "
+             "how it evolves in training, relates to generalisation, and matters causally (ablation, shift "
+             "invariance). Ukita (2019) found many selective units in every layer, mean gOSI rising as the "
+             "validation loss falls, lower selectivity in networks that generalise worse (label corruption), and "
+             "a larger loss increase when the most selective half of a layer is ablated.")
 
     def run(self, cfg, ctx):
         threads = torch.get_num_threads()

@@ -16,6 +16,7 @@ import xarray as xr
 from matplotlib.ticker import MaxNLocator
 
 from .._validation import check_int, param_error
+from .style import WIDTHS, paper_plot
 from ..stats.selectivity import THRESHOLD, TUNING_DIMS, gosi as _gosi, orientation_vector
 
 __all__ = ["plot_tuning_curves", "plot_gosi_histograms", "plot_dynamics", "plot_sweep", "plot_ablation",
@@ -39,12 +40,18 @@ def _axes_list(ax, n: int, param: str, func: str):
     raise param_error(param, func, f"a matplotlib Axes or a sequence of {n} Axes", ax)
 
 
-def _grid(n: int, ncols: int, panel: tuple[float, float], polar: bool = False):
+def _grid(n: int, ncols: int, panel: tuple[float, float], polar: bool = False, layout: str | None = None):
+    """Panels on a grid; with ``layout`` the figure is the layout's width and ``panel`` gives the aspect."""
     import matplotlib.pyplot as plt
 
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows),
+    if layout is not None:
+        w = WIDTHS[layout]
+        size = (w, w / ncols * panel[1] / panel[0] * nrows + 0.35)
+    else:
+        size = (panel[0] * ncols, panel[1] * nrows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size,
                              squeeze=False, layout="constrained",
                              subplot_kw={"projection": "polar"} if polar else None)
     axes = list(axes.ravel())
@@ -65,8 +72,9 @@ def _unit_label(tuning: xr.DataArray, pos: int) -> str:
     return " ".join(parts)
 
 
+@paper_plot
 def plot_tuning_curves(tuning: xr.DataArray, units=None, *, ax=None, polar: bool = False,
-                       negative: str = "rectify", ncols: int = 5):
+                       negative: str = "rectify", ncols: int | None = None, layout: str = "double"):
     """Orientation-tuning curves of example units, annotated with their gOSI.
 
     Each curve is the vector gOSI is computed on (:func:`~netphys.stats.selectivity.orientation_vector`):
@@ -88,7 +96,10 @@ def plot_tuning_curves(tuning: xr.DataArray, units=None, *, ax=None, polar: bool
         orientation (the wave-vector direction of the grating, see :mod:`netphys.stimuli.gratings`).
     negative : {"rectify", "shift", "raise"}, default "rectify"
         Passed to the gOSI computation (see :mod:`netphys.stats.selectivity`).
-    ncols : int, default 5
+    ncols : int, optional
+        Panels per row of a new figure (default 5 in the double-column layout, 3 in the single).
+    layout : {"double", "single"}
+        Width of a new figure: 7 in or 3.5 in (text at print size).
 
     Returns
     -------
@@ -117,7 +128,7 @@ def plot_tuning_curves(tuning: xr.DataArray, units=None, *, ax=None, polar: bool
     units = [check_int(u, "units", func, min_value=0, max_value=n_unit - 1) for u in units]
     if not units:
         raise param_error("units", func, "a non-empty sequence of unit positions", units)
-    ncols = check_int(ncols, "ncols", func, min_value=1)
+    ncols = check_int(ncols if ncols is not None else (5 if layout == "double" else 3), "ncols", func, min_value=1)
     sub = tuning.isel(unit=units)
     vec = orientation_vector(sub, negative=negative)
     stats = _gosi(sub, negative=negative)
@@ -128,7 +139,7 @@ def plot_tuning_curves(tuning: xr.DataArray, units=None, *, ax=None, polar: bool
     sf_units = tuning.attrs.get("sf_units", "")
 
     if ax is None:
-        fig, axes = _grid(len(units), ncols, (2.4, 2.2) if not polar else (2.4, 2.6), polar=polar)
+        fig, axes = _grid(len(units), ncols, (2.4, 2.2) if not polar else (2.4, 2.6), polar=polar, layout=layout)
         overlay = False
     else:
         axes = _axes_list(ax, len(units), "ax", func)
@@ -156,31 +167,32 @@ def plot_tuning_curves(tuning: xr.DataArray, units=None, *, ax=None, polar: bool
                              labels=["0°", "45°", "90°", "135°", "", "", "", ""])
             a.yaxis.set_major_locator(MaxNLocator(3))
             a.set_rlabel_position(112.5)
-            a.tick_params(labelsize=7)
+            a.tick_params(labelsize=6.5)
         else:
             x = np.concatenate([theta, theta[:1] + 180.0])
             y = np.concatenate([r, r[:1]])
             a.plot(x, y, marker="o", ms=3.5, lw=1.5,
                    label=f"{label} (gOSI {g:.2f})" if overlay else None)
             a.set_xlim(0, 180)
-            a.set_xticks([0, 45, 90, 135, 180])
-            a.set_xticklabels(["0°", "45°", "90°", "135°", "180°"])
+            ticks = [0, 45, 90, 135, 180] if layout == "double" else [0, 90, 180]
+            a.set_xticks(ticks)
+            a.set_xticklabels([f"{t}°" for t in ticks])
             a.spines[["top", "right"]].set_visible(False)
-            a.tick_params(labelsize=8)
+            a.tick_params(labelsize=6.5)
         if not overlay:
             sf_txt = "" if np.isnan(pref_sf) else f", SF {pref_sf:.3g}" + (
                 " c/img" if sf_units == "cycles/image" else f" {sf_units}" if sf_units else "")
-            a.set_title(f"{label}\ngOSI = {g:.2f}{sf_txt}", fontsize=9)
+            a.set_title(f"{label}\ngOSI = {g:.2f}{sf_txt}", fontsize=7)
     if polar and ax is None:
         fig.suptitle(f"Radius: activation ({resp_units}) at the preferred SF, max over phase; "
-                     "angle: grating orientation", fontsize=8)
+                     "angle: grating orientation", fontsize=7)
     if not polar:
         for a in (axes[:1] if overlay else axes):
             lo = min(float(np.min(line.get_ydata())) for line in a.get_lines())
             a.set_ylim(bottom=min(0.0, lo))
         for a in (axes[:1] if overlay else axes):
-            a.set_xlabel("Orientation (deg)", fontsize=9)
-            a.set_ylabel(f"Activation ({resp_units})", fontsize=9)
+            a.set_xlabel("Orientation (deg)", fontsize=7)
+            a.set_ylabel(f"Activation ({resp_units})", fontsize=7)
         if not overlay and ax is None:
             # label only the outer panels of the grid
             for a in axes:
@@ -191,7 +203,7 @@ def plot_tuning_curves(tuning: xr.DataArray, units=None, *, ax=None, polar: bool
                     a.set_ylabel("")
     if overlay:
         axes[0].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        axes[0].set_title("Preferred SF, max over phase", fontsize=9)
+        axes[0].set_title("Preferred SF, max over phase", fontsize=7)
     return fig
 
 
@@ -237,8 +249,10 @@ def _values_by_layer(data, param: str, func: str) -> dict:
                       type(data).__name__)
 
 
+@paper_plot
 def plot_gosi_histograms(gosi_by_layer, shuffled_by_layer=None, threshold: float = 0.33, *,
-                         bins: int = 20, ax=None, ncols: int = 4, density: bool = False):
+                         bins: int = 20, ax=None, ncols: int | None = None, density: bool = False,
+                         layout: str = "double"):
     """Per-layer histograms of gOSI with the shuffle control and the selectivity threshold.
 
     Parameters
@@ -257,9 +271,12 @@ def plot_gosi_histograms(gosi_by_layer, shuffled_by_layer=None, threshold: float
         Equal-width bins on ``[0, 1]``.
     ax : matplotlib Axes or sequence of Axes, optional
         One Axes per layer; ``None`` makes a new figure with ``ncols`` panels per row.
-    ncols : int, default 4
+    ncols : int, optional
+        Panels per row of a new figure (default 4 in the double-column layout, 2 in the single).
     density : bool, default False
         Plot fractions of units instead of counts.
+    layout : {"double", "single"}
+        Width of a new figure: 7 in or 3.5 in (text at print size).
 
     Returns
     -------
@@ -280,7 +297,7 @@ def plot_gosi_histograms(gosi_by_layer, shuffled_by_layer=None, threshold: float
     if not ok:
         raise param_error("threshold", func, "a number in [0, 1]", threshold)
     bins = check_int(bins, "bins", func, min_value=1)
-    ncols = check_int(ncols, "ncols", func, min_value=1)
+    ncols = check_int(ncols if ncols is not None else (4 if layout == "double" else 2), "ncols", func, min_value=1)
     layers = _values_by_layer(gosi_by_layer, "gosi_by_layer", func)
     shuffled = None
     if shuffled_by_layer is not None:
@@ -291,7 +308,7 @@ def plot_gosi_histograms(gosi_by_layer, shuffled_by_layer=None, threshold: float
                               sorted(shuffled), f"missing {missing}")
     n = len(layers)
     if ax is None:
-        fig, axes = _grid(n, ncols, (2.6, 2.1))
+        fig, axes = _grid(n, ncols, (2.6, 2.1), layout=layout)
     else:
         axes = _axes_list(ax, n, "ax", func)
         fig = axes[0].figure
@@ -311,11 +328,11 @@ def plot_gosi_histograms(gosi_by_layer, shuffled_by_layer=None, threshold: float
         a.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold ({threshold:g})")
         a.text(0.97, 0.95, text, transform=a.transAxes, ha="right", va="top", fontsize=7)
         a.set_xlim(0, 1)
-        a.set_title(f"{name} (n = {g.size})", fontsize=9)
+        a.set_title(f"{name} (n = {g.size})", fontsize=7)
         a.spines[["top", "right"]].set_visible(False)
-        a.tick_params(labelsize=8)
-        a.set_xlabel("gOSI", fontsize=9)
-        a.set_ylabel("Fraction of units" if density else "Units", fontsize=9)
+        a.tick_params(labelsize=6.5)
+        a.set_xlabel("gOSI", fontsize=7)
+        a.set_ylabel("Fraction of units" if density else "Units", fontsize=7)
     if ax is None:
         for a in axes:
             ss = a.get_subplotspec()
@@ -325,7 +342,7 @@ def plot_gosi_histograms(gosi_by_layer, shuffled_by_layer=None, threshold: float
                 a.set_xlabel("")
     if ax is None:
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8,
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=7,
                    frameon=False)
     else:
         axes[0].legend(fontsize=7, frameon=False, loc="center right")
@@ -340,7 +357,9 @@ def _layer_colors(layers):
     return {l: cmap(i / max(1, len(layers) - 1) * 0.9) for i, l in enumerate(layers)}
 
 
-def plot_dynamics(history: pd.DataFrame, spearman: pd.DataFrame, layers=None, *, epochs: int | None = None):
+@paper_plot
+def plot_dynamics(history: pd.DataFrame, spearman: pd.DataFrame, layers=None, *, epochs: int | None = None,
+                  layout: str = "double"):
     """Fig. 3: losses and mean gOSI per layer over epochs; validation loss vs mean gOSI per layer
     (one point per epoch, first ``epochs``); Spearman rho per layer.
 
@@ -353,35 +372,42 @@ def plot_dynamics(history: pd.DataFrame, spearman: pd.DataFrame, layers=None, *,
     layers = list(layers or spearman.index)
     cols = _layer_colors(layers)
     n = len(layers)
-    fig = plt.figure(figsize=(max(10.0, 1.9 * n), 8.2), layout="constrained")
-    gs = fig.add_gridspec(3, n)
-    ax_loss = fig.add_subplot(gs[0, : n // 2])
-    ax_g = fig.add_subplot(gs[0, n // 2:])
+    per_row = n if layout == "double" else min(n, 4)
+    rows_b = int(np.ceil(n / per_row))
+    fig = plt.figure(figsize=(WIDTHS[layout], 1.7 * (2 + rows_b) if layout == "double" else 1.45 * (2 + rows_b)),
+                     layout="constrained")
+    gs = fig.add_gridspec(2 + rows_b, per_row)
+    ax_loss = fig.add_subplot(gs[0, : max(1, per_row // 2)])
+    ax_g = fig.add_subplot(gs[0, max(1, per_row // 2):])
     ep = history.index.values
     ax_loss.plot(ep[1:], history["train_loss"].values[1:], color="0.4", label="training loss")
     ax_loss.plot(ep, history["val_loss"].values, color="k", label="validation loss")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy")
-    ax_loss.legend(frameon=False, fontsize=8)
-    ax_loss.set_title("a  loss", loc="left", fontsize=10)
+    ax_loss.legend(frameon=False, fontsize=7)
+    ax_loss.set_title("a  loss", loc="left", fontsize=7)
     for l in layers:
         ax_g.plot(ep, history[f"gosi_{l}"].values, color=cols[l], label=l)
     ax_g.set_xlabel("epoch (0 = initialisation)")
     ax_g.set_ylabel("mean gOSI")
     ax_g.legend(frameon=False, fontsize=7, ncols=2)
-    ax_g.set_title("a  mean gOSI per layer", loc="left", fontsize=10)
+    ax_g.set_title("a  mean gOSI per layer", loc="left", fontsize=7)
     win = history.loc[1:epochs] if epochs else history.loc[1:]
     for j, l in enumerate(layers):
-        a = fig.add_subplot(gs[1, j])
+        a = fig.add_subplot(gs[1 + j // per_row, j % per_row])
         a.scatter(win["val_loss"], win[f"gosi_{l}"], c=win.index.values, cmap="Greys", s=14,
                   edgecolor=cols[l], linewidths=0.8)
-        a.set_title(l, fontsize=9)
-        a.tick_params(labelsize=7)
-        a.set_xlabel("val. loss", fontsize=8)
+        a.set_title(l, fontsize=7)
+        a.tick_params(labelsize=6.5)
+        a.set_xlabel("val. loss", fontsize=7)
+        a.xaxis.set_major_locator(MaxNLocator(2))
+        a.tick_params(axis="x", labelrotation=90)
+        a.ticklabel_format(axis="x", useOffset=False)
+        a.tick_params(axis="x", labelrotation=90)
         if j == 0:
-            a.set_ylabel("mean gOSI", fontsize=8)
-            a.text(-0.5, 1.15, "b", transform=a.transAxes, fontsize=10)
-    ax_r = fig.add_subplot(gs[2, :])
+            a.set_ylabel("mean gOSI", fontsize=7)
+            a.text(-0.5, 1.15, "b", transform=a.transAxes, fontsize=7)
+    ax_r = fig.add_subplot(gs[-1, :])
     rho = spearman.loc[layers, "rho"].values
     ax_r.bar(np.arange(n), rho, color=[cols[l] for l in layers])
     for i, (r, p) in enumerate(zip(rho, spearman.loc[layers, "p"].values)):
@@ -391,11 +417,12 @@ def plot_dynamics(history: pd.DataFrame, spearman: pd.DataFrame, layers=None, *,
     ax_r.set_xticks(np.arange(n), layers)
     ax_r.set_ylim(-1.1, 1.1)
     ax_r.set_ylabel("Spearman rho\n(val. loss, mean gOSI)")
-    ax_r.set_title("c  correlation over epochs (* p < 0.05)", loc="left", fontsize=10)
+    ax_r.set_title("c  correlation over epochs (* p < 0.05)", loc="left", fontsize=7)
     return fig
 
 
-def plot_sweep(sweep: pd.DataFrame, rho: pd.DataFrame, layers=None):
+@paper_plot
+def plot_sweep(sweep: pd.DataFrame, rho: pd.DataFrame, layers=None, *, layout: str = "double"):
     """Fig. 4: test loss vs mean gOSI per layer (one point per network), Spearman rho per layer,
     and mean gOSI vs label-corruption rate.
 
@@ -408,11 +435,14 @@ def plot_sweep(sweep: pd.DataFrame, rho: pd.DataFrame, layers=None):
     layers = list(layers or rho.index)
     n = len(layers)
     aug_colors = {"none": "tab:gray", "shift": "tab:blue", "flip": "tab:orange", "shift+flip": "tab:green"}
-    fig = plt.figure(figsize=(max(10.0, 1.9 * n), 8.0), layout="constrained")
-    gs = fig.add_gridspec(3, n)
+    per_row = n if layout == "double" else min(n, 4)
+    rows = int(np.ceil(n / per_row))
+    fig = plt.figure(figsize=(WIDTHS[layout], (1.6 if layout == "double" else 1.35) * (2 * rows + 1) + 0.3),
+                     layout="constrained")
+    gs = fig.add_gridspec(2 * rows + 1, per_row)
     cor = sweep[sweep["augmentation"] == "none"].sort_values("corruption")
     for j, l in enumerate(layers):
-        a = fig.add_subplot(gs[0, j])
+        a = fig.add_subplot(gs[j // per_row, j % per_row])
         for aug, grp in sweep.groupby("augmentation"):
             clean = grp[grp["corruption"] == 0]
             a.scatter(clean["test_loss"], clean[f"gosi_{l}"], s=16, color=aug_colors.get(aug, "k"),
@@ -420,37 +450,41 @@ def plot_sweep(sweep: pd.DataFrame, rho: pd.DataFrame, layers=None):
         corr = sweep[sweep["corruption"] > 0]
         a.scatter(corr["test_loss"], corr[f"gosi_{l}"], s=18, marker="x", color="tab:red",
                   label="label corruption > 0")
-        a.set_title(l, fontsize=9)
-        a.tick_params(labelsize=7)
+        a.set_title(l, fontsize=7)
+        a.tick_params(labelsize=6.5)
         a.ticklabel_format(useOffset=False)
-        a.set_xlabel("test loss", fontsize=8)
+        a.set_xlabel("test loss", fontsize=7)
+        a.xaxis.set_major_locator(MaxNLocator(2))
+        a.tick_params(axis="x", labelrotation=90)
         if j == 0:
-            a.set_ylabel("mean gOSI", fontsize=8)
-            a.text(-0.5, 1.15, "a", transform=a.transAxes, fontsize=10)
-        b = fig.add_subplot(gs[1, j])
+            a.set_ylabel("mean gOSI", fontsize=7)
+            a.text(-0.5, 1.15, "a", transform=a.transAxes, fontsize=7)
+        b = fig.add_subplot(gs[rows + j // per_row, j % per_row])
         b.plot(cor["corruption"], cor[f"gosi_{l}"], "o-", color="tab:red", ms=4)
-        b.tick_params(labelsize=7)
-        b.set_xlabel("label corruption", fontsize=8)
+        b.tick_params(labelsize=6.5)
+        b.set_xlabel("corruption", fontsize=7)
         if j == 0:
-            b.set_ylabel("mean gOSI", fontsize=8)
-            b.text(-0.5, 1.15, "c", transform=b.transAxes, fontsize=10)
+            b.set_ylabel("mean gOSI", fontsize=7)
+            b.text(-0.5, 1.15, "c", transform=b.transAxes, fontsize=7)
     handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper right", fontsize=7, frameon=False, ncols=5)
-    ax_r = fig.add_subplot(gs[2, :])
+    fig.legend(handles, labels, loc="outside upper center", frameon=False, ncols=5 if layout == "double" else 3)
+    ax_r = fig.add_subplot(gs[-1, :])
     x = np.arange(n)
     ax_r.bar(x - 0.2, rho.loc[layers, "rho_all"], width=0.4, color="tab:purple", label="all networks")
     ax_r.bar(x + 0.2, rho.loc[layers, "rho_augmentation"], width=0.4, color="tab:green",
              label="clean labels only")
     ax_r.axhline(0, color="k", lw=0.8)
     ax_r.set_xticks(x, layers)
-    ax_r.set_ylim(-1.1, 1.1)
+    ax_r.set_ylim(-1.1, 1.75)  # room above rho <= 1 for the legend, which then hides no bar
+    ax_r.set_yticks([-1, 0, 1])
     ax_r.set_ylabel("Spearman rho\n(test loss, mean gOSI)")
-    ax_r.legend(frameon=False, fontsize=8)
-    ax_r.set_title(f"b  correlation over {len(sweep)} networks", loc="left", fontsize=10)
+    ax_r.legend(frameon=False, fontsize=7, loc="upper center", ncols=2)
+    ax_r.set_title(f"b  correlation over {len(sweep)} networks", loc="left", fontsize=7)
     return fig
 
 
-def plot_ablation(ablation: pd.DataFrame, *, ax=None):
+@paper_plot
+def plot_ablation(ablation: pd.DataFrame, *, ax=None, layout: str = "double"):
     """Fig. 5: change of test loss per layer after ablating the top (red) vs bottom (blue) 50% gOSI
     units (random halves in grey, mean +- SD); asterisks where top > 2x bottom.
 
@@ -460,7 +494,7 @@ def plot_ablation(ablation: pd.DataFrame, *, ax=None):
     """
     from .style import new_axes
 
-    fig, ax = new_axes(ax, figsize=(6.2, 3.6))
+    fig, ax = new_axes(ax, figsize=(WIDTHS[layout], 2.6 if layout == "double" else 2.4))
     layers = list(ablation.index)
     x = np.arange(len(layers))
     ax.plot(x, ablation["d_top"], "o-", color="tab:red", label="top 50% gOSI ablated")
@@ -475,15 +509,16 @@ def plot_ablation(ablation: pd.DataFrame, *, ax=None):
             ax.text(i, top[i] + 0.05 * span, "*", ha="center", fontsize=14)
     ax.axhline(0, color="k", lw=0.7)
     ax.set_xticks(x, layers, rotation=60 if len(layers) > 8 else 0, ha="right" if len(layers) > 8 else "center",
-                  fontsize=8 if len(layers) > 8 else None)
+                  fontsize=7 if len(layers) > 8 else None)
     ax.set_ylabel("change of test loss")
     ax.set_xlabel("ablated layer")
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=7)
     return fig
 
 
-def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all"):
+@paper_plot
+def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all", layout: str = "double"):
     """Fig. 6: coefficient of variation under shifts per layer (mean +- SEM over units), intact
     network (black) vs the top-gOSI (red) and bottom-gOSI (blue) halves of a layer ablated; one
     panel per ablated layer.
@@ -503,7 +538,13 @@ def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all"):
     d = invariance[invariance["direction"] == direction]
     ablated = [l for l in dict.fromkeys(d["ablated_layer"]) if l != "none"]
     n = max(1, len(ablated))
-    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.4), squeeze=False, layout="constrained")
+    ncols = min(n, 3 if layout == "double" else 2)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTHS[layout], (2.3 if layout == "double" else 2.0) * nrows),
+                             squeeze=False, layout="constrained")
+    for a in axes.ravel()[n:]:
+        a.remove()
+    axes = [list(axes.ravel()[:n])]
     base = d[d["network"] == "intact"]
     layers = list(dict.fromkeys(base["layer"]))
     x = np.arange(len(layers))
@@ -514,16 +555,18 @@ def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all"):
             s = grp.set_index("layer").loc[layers]
             a.errorbar(x + 0.08 * (k + 1), s["mean"], yerr=s["sem"], fmt="o-", color=colors.get(group, "0.5"),
                        capsize=2, ms=4, label=f"{group}-gOSI half ablated")
-        a.set_xticks(x, layers, fontsize=8, rotation=60 if len(layers) > 8 else 0,
-                     ha="right" if len(layers) > 8 else "center")
-        a.set_title(f"{l} ablation" if l else "intact", fontsize=9)
+        a.set_xticks(x, layers, fontsize=6.5, rotation=90 if len(layers) > 8 or layout == "single" else 0,
+                     ha="center")
+        a.set_title(f"{l} ablation" if l else "intact", fontsize=7)
         a.set_ylabel(f"CV under shift ({direction})")
         a.spines[["top", "right"]].set_visible(False)
         a.legend(frameon=False, fontsize=7)
     return fig
 
 
-def plot_v1_comparison(network: xr.Dataset, v1: dict, layers=None, *, threshold: float = THRESHOLD):
+@paper_plot
+def plot_v1_comparison(network: xr.Dataset, v1: dict, layers=None, *, threshold: float = THRESHOLD,
+                       layout: str = "double"):
     """gOSI distributions of the network's layers next to V1 populations, with the fraction of
     selective units (gOSI > ``threshold``) above each box.
 
@@ -545,7 +588,7 @@ def plot_v1_comparison(network: xr.Dataset, v1: dict, layers=None, *, threshold:
     groups = {l: network["gosi"].values[lay == l] for l in layers}
     groups.update({k: d["gosi"].values for k, d in v1.items()})
     names = list(groups)
-    fig, ax = plt.subplots(figsize=(1.0 * len(names) + 2.5, 3.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(WIDTHS[layout], 2.8), layout="constrained")
     rng = np.random.default_rng(0)
     colors = ["tab:blue"] * len(layers) + ["tab:orange"] * len(v1)
     for i, (k, v) in enumerate(groups.items()):
@@ -556,10 +599,11 @@ def plot_v1_comparison(network: xr.Dataset, v1: dict, layers=None, *, threshold:
         ax.text(i, 1.03, f"{100 * np.mean(v > threshold):.0f}%\nn={v.size}", ha="center", va="bottom",
                 fontsize=7)
     ax.axhline(threshold, color="k", ls="--", lw=0.8)
-    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(np.arange(len(names)), names, rotation=30 if layout == "double" else 90,
+                  ha="right" if layout == "double" else "center", fontsize=6.5)
     ax.set_ylim(0, 1.18)
     ax.set_ylabel("gOSI")
     ax.set_title("same estimator: network channels (blue) and V1 single units (orange); "
-                 f"% with gOSI > {threshold:g}", fontsize=9)
+                 f"% with gOSI > {threshold:g}", fontsize=7)
     ax.spines[["top", "right"]].set_visible(False)
     return fig
