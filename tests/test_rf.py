@@ -460,9 +460,9 @@ def test_hooks_removed_and_mode_restored_on_error(small_vgg):
 
 
 def test_hooks_removed_when_gradient_forward_raises():
-    class Boom(nn.Module):  # fine for the batch-1 probe, fails on the replicated batch
+    class Boom(nn.Module):  # fine for the shape probe (no grad), fails on the gradient probes
         def forward(self, x):
-            if x.shape[0] > 1:
+            if x.requires_grad:
                 raise RuntimeError("boom")
             return x
 
@@ -534,3 +534,104 @@ def test_rf_table_small_vgg(small_vgg):
     assert table["full_image"].tolist() == [False, False, True]
     assert table.loc[0, "clipped_sizes"] == (2, 3)
     assert table.loc[1, "shape"] == (128, 2, 2)
+
+
+# --------------------------------------------------------------------------------------------------
+# (g) batched, bounded gradient probes give the boxes of the plain per-unit loop (bench's reference)
+# --------------------------------------------------------------------------------------------------
+def _naive():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "rf_gradient.py"
+    spec = importlib.util.spec_from_file_location("_bench_rf_gradient", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.naive_gradient_boxes
+
+
+def _same_as_naive(model, layer, chans, rows, cols, size, **kw):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        new = gradient_receptive_fields(model, layer, chans, rows, cols, size, n_samples=4, **kw)
+        ref, dead = _naive()(model, layer, chans, rows, cols, size, n_samples=4, **kw)
+    assert np.array_equal(np.ma.getmaskarray(new).any(1), dead), layer
+    assert np.array_equal(new.data, ref), (layer, new.data.tolist(), ref.tolist())
+    return new
+
+
+@pytest.mark.parametrize("model_name, size, layers", [
+    ("vgg11", 64, ["pool1", "conv3_1"]),
+    ("alexnet", 63, ["conv2", "pool2"]),
+])
+def test_batched_probes_equal_plain_loop(request, model_name, size, layers):
+    model = request.getfixturevalue(model_name)
+    for layer in layers:
+        shape = layer_geometry(model, layer, size).shape
+        chans, rows, cols = _unit_sample(shape, 6, seed=3)
+        new = _same_as_naive(model, layer, chans, rows, cols, size, batch_size=5)
+        assert (new.data[~np.ma.getmaskarray(new).any(1), 1] > 0).all()  # real, non-empty boxes
+        _same_as_naive(model, layer, None, rows[:4], cols[:4], size)  # whole position
+    # thresholded (effective) RFs and random probes alone take the other paths
+    shape = layer_geometry(model, layers[-1], size).shape
+    chans, rows, cols = _unit_sample(shape, 4, seed=4)
+    _same_as_naive(model, layers[-1], chans, rows, cols, size, threshold=0.2)
+    _same_as_naive(model, layers[-1], chans, rows, cols, size, structural=False)
+    assert _no_hooks(model) and not model.training
+
+
+def test_batched_probes_equal_plain_loop_resnet(resnet18):
+    from netphys.rf.geometry import _output_shape, _resolve_module
+
+    for layer, n_boxes in [("layer2.0.conv1", 4), ("layer3.1.conv2", 1)]:
+        info, module = _resolve_module(resnet18, layer, "t")
+        shape = _output_shape(resnet18, module, info.module, (64, 64), 3, "t")
+        chans, rows, cols = _unit_sample(shape, 4, seed=5)
+        new = _same_as_naive(resnet18, layer, chans, rows, cols, 64)
+        # layer2: border units get distinct clipped boxes; layer3 (RF > 64 px): the whole image
+        assert len({tuple(b) for b in new.data.tolist()}) >= n_boxes
+        if n_boxes == 1:
+            assert (new.data == [0, 64, 0, 64]).all()
+
+
+def test_bound_falls_back_to_image_behind_functional_gates():
+    """A functional ReLU is not linearised: the connectivity bound is off and every probe runs."""
+    from netphys.rf import _probe
+    from netphys.rf.gradient import _structural_gradients
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 3, 3), nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    torch.manual_seed(0)
+    model = Functional().eval()
+    x = torch.randn(1, 1, 12, 12, requires_grad=True)
+    with _structural_gradients(model):
+        assert not _probe.dense_graph(model(x))
+    seq = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 2, 3)).eval()
+    with _structural_gradients(seq):
+        assert _probe.dense_graph(seq(x))
+    assert not _probe.dense_graph(seq(x))  # without the structural hooks: gates and pools
+    _same_as_naive(model, "b", [0, 1, 1], [0, 3, 7], [0, 7, 2], 12)
+    _same_as_naive(seq, "3", [0, 1, 1], [0, 1, 2], [0, 2, 1], 12)
+
+
+def test_progress_bar_does_not_change_results(small_vgg, capsys):
+    kw = dict(n_samples=2, random_state=1)
+    quiet = gradient_receptive_fields(small_vgg, "conv2_1", [0, 3], [0, 9], [5, 15], 32, **kw)
+    assert "gradient RFs conv2_1" not in capsys.readouterr().err
+    shown = gradient_receptive_fields(small_vgg, "conv2_1", [0, 3], [0, 9], [5, 15], 32, progress=True, **kw)
+    assert "gradient RFs conv2_1" in capsys.readouterr().err
+    assert np.array_equal(quiet, shown) and np.array_equal(quiet.mask, shown.mask)
+    via = receptive_fields(small_vgg, "conv2_1", [0, 9], [5, 15], 32, method="gradient", channels=[0, 3],
+                           progress=True, **kw)
+    assert np.array_equal(via, quiet)
+    with pytest.raises(NetphysError, match=r"the 'progress' parameter of gradient_receptive_fields must be "
+                                           r"True or False, got 'yes'"):
+        gradient_receptive_fields(small_vgg, "conv2_1", 0, 1, 1, 32, progress="yes")

@@ -510,7 +510,8 @@ def layer_geometry(model: nn.Module, layer: str, input_size, *, in_channels: int
 
 def receptive_fields(model: nn.Module, layer: str, rows, cols, input_size, method: str = "analytic", *,
                      channels=None, n_samples: int = 8, random_state=0, threshold: float = 0.0,
-                     structural: bool = True, in_channels: int | None = None) -> np.ndarray:
+                     structural: bool = True, in_channels: int | None = None,
+                     progress: bool = False) -> np.ndarray:
     """Receptive-field boxes of units of ``layer``, clipped at the image border.
 
     Parameters
@@ -532,6 +533,8 @@ def receptive_fields(model: nn.Module, layer: str, rows, cols, input_size, metho
         Passed to the gradient method (``random_state`` defaults to 0).
     in_channels : int, optional
         Channels of the probe input (default: from the first ``Conv2d``).
+    progress : bool, default False
+        Progress bar of the gradient method (the analytic one is immediate).
 
     Returns
     -------
@@ -574,7 +577,7 @@ def receptive_fields(model: nn.Module, layer: str, rows, cols, input_size, metho
 
     return _gradient_boxes(model, layer, channels, rows, cols, input_size, n_samples=n_samples,
                            random_state=random_state, threshold=threshold, structural=structural,
-                           batch_size=16, in_channels=in_channels, func=func)
+                           batch_size=16, in_channels=in_channels, func=func, progress=progress)
 
 
 def rf_table(model: nn.Module, input_size, layers: Sequence[str] | None = None, *,

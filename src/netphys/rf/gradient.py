@@ -12,7 +12,8 @@ from torch import nn
 
 from .._random import torch_generator
 from .._validation import NetphysError, NetphysWarning, check_int, param_error
-from ..recording.hooks import StopForward, restored
+from ..recording.hooks import restored
+from . import _probe
 from .geometry import (_check_positions, _probing_forward, _infer_in_channels, _input_hw,
                        _model_device_dtype, _output_shape, _resolve_module)
 
@@ -44,28 +45,6 @@ def _check_channels(channels, n_units: int, n_channels: int, func: str):
         raise param_error("channels", func, f"ints in [0, {n_channels - 1}] (the layer has {n_channels} "
                           "channels or units)", int(a[bad][0]))
     return a
-
-
-@contextlib.contextmanager
-def _selecting_hook(module: nn.Module, state: dict):
-    """Forward hook that picks one unit per batch element on the module's first call, then stops."""
-    def hook(mod, args, out):
-        if not isinstance(out, torch.Tensor):
-            raise NetphysError("the layer does not return a tensor; it cannot be a recording site")
-        b = torch.arange(out.shape[0], device=out.device)
-        ch, r, c = state["channels"], state["rows"], state["cols"]
-        if out.dim() == 4:
-            state["selected"] = out[b, :, r, c].sum(1) if ch is None else out[b, ch, r, c]
-        else:
-            flat = out.reshape(out.shape[0], -1)
-            state["selected"] = flat.sum(1) if ch is None else flat[b, ch]
-        raise StopForward
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _linear_surrogate(mod: nn.Module, x: torch.Tensor):
@@ -129,7 +108,7 @@ def _structural_gradients(model: nn.Module):
 def gradient_receptive_fields(model: nn.Module, layer: str, channels, rows, cols, input_size, *,
                               n_samples: int = 8, random_state=0, threshold: float = 0.0,
                               structural: bool = True, batch_size: int = 16,
-                              in_channels: int | None = None) -> np.ma.MaskedArray:
+                              in_channels: int | None = None, progress: bool = False) -> np.ma.MaskedArray:
     """Receptive fields as the bounding box of the input-gradient support (works for any model).
 
     Parameters
@@ -161,10 +140,12 @@ def gradient_receptive_fields(model: nn.Module, layer: str, channels, rows, cols
         over its window (see Notes). Without it, a few random inputs miss the corners of RFs behind
         max-pools.
     batch_size : int
-        Units per forward/backward pass; memory grows with ``batch_size`` copies of the network's
-        activations up to ``layer`` (reduce it for large inputs and deep layers).
+        Units per backward pass (one batched backward over one forward pass of a single probe image);
+        memory grows with ``batch_size`` copies of the network's gradients up to ``layer``.
     in_channels : int, optional
         Channels of the input (default: from the first ``Conv2d``).
+    progress : bool, default False
+        Show a tqdm progress bar over the units (it does not change the result).
 
     Returns
     -------
@@ -186,12 +167,23 @@ def gradient_receptive_fields(model: nn.Module, layer: str, channels, rows, cols
 
     Notes
     -----
-    For each probe input ``x_s`` and each batch of units, the input is replicated once per unit,
-    one unit is selected per batch element (on the layer's first call, before any in-place activation
-    overwrites it; the pass then stops), the selections are summed and a single backward gives every
-    unit's own gradient ``g_u = d y_u / d x`` (batch elements are independent in eval mode). The
-    support is ``{(i, j) : mean_s sum_c |g_u(s)[c, i, j]| > threshold * max}``, and the box is its
-    bounding box. The model runs in eval mode (modes are restored) and parameters get no gradients.
+    For each probe input ``x_s`` the network runs once (one image, stopped at the layer's first call,
+    before any in-place activation overwrites it) and a batched backward pass
+    (``torch.autograd.grad(..., is_grads_batched=True)``) gives ``g_u = d y_u / d x`` for a chunk of
+    ``batch_size`` units, each row of the cotangent selecting one unit. The support is
+    ``{(i, j) : mean_s sum_c |g_u(s)[c, i, j]| > threshold * max}``, and the box is its bounding box.
+    The model runs in eval mode (modes are restored) and parameters get no gradients.
+
+    With ``threshold == 0`` the box is the bounding box of the union of the supports over the probes,
+    which only grows and never leaves the unit's connectivity bound: the structural network probed
+    with a NaN cotangent on the unit's whole output row (and column), whose NaN support is every
+    pixel connected to it (``nan * w`` is ``nan``, so nothing cancels). A unit is therefore finished
+    as soon as it is alive and its box reaches the bound; the bound is used only when every backward
+    node of the structural graph is a fixed linear map (convolutions, batch norm, sums, average
+    pools, reshapes, ...), and is the whole image otherwise (e.g. behind a functional ReLU), where
+    all probes run. The boxes are those of running every probe for every unit. (A model whose
+    ``forward`` branches on the input's values could take a graph on other inputs that the bound
+    does not cover.)
 
     The gradient is exactly zero outside the true RF, so the box never exceeds it: for models with
     branches and sums (ResNet) the gradient support *is* the receptive field, which the analytic
@@ -214,7 +206,7 @@ def gradient_receptive_fields(model: nn.Module, layer: str, channels, rows, cols
     return _gradient_boxes(model, layer, channels, rows, cols, input_size, n_samples=n_samples,
                            random_state=random_state, threshold=threshold, structural=structural,
                            batch_size=batch_size, in_channels=in_channels,
-                           func="gradient_receptive_fields")
+                           func="gradient_receptive_fields", progress=progress)
 
 
 def _probe_inputs(n_samples: int, c_in: int, hw, random_state, func: str) -> torch.Tensor:
@@ -225,7 +217,7 @@ def _probe_inputs(n_samples: int, c_in: int, hw, random_state, func: str) -> tor
 
 
 def _gradient_boxes(model, layer, channels, rows, cols, input_size, *, n_samples, random_state, threshold,
-                    structural, batch_size, in_channels, func: str) -> np.ma.MaskedArray:
+                    structural, batch_size, in_channels, func: str, progress: bool = False) -> np.ma.MaskedArray:
     info, module = _resolve_module(model, layer, func)
     hw = _input_hw(input_size, func)
     n_samples = check_int(n_samples, "n_samples", func, min_value=1)
@@ -234,6 +226,8 @@ def _gradient_boxes(model, layer, channels, rows, cols, input_size, *, n_samples
         raise param_error("threshold", func, "a number in [0, 1)", threshold)
     if not isinstance(structural, (bool, np.bool_)):
         raise param_error("structural", func, "True or False", structural)
+    if not isinstance(progress, (bool, np.bool_)):
+        raise param_error("progress", func, "True or False", progress)
     threshold = float(threshold)
     c_in = _infer_in_channels(model, in_channels, func)
     shape = _output_shape(model, module, info.module, hw, c_in, func)
@@ -243,42 +237,18 @@ def _gradient_boxes(model, layer, channels, rows, cols, input_size, *, n_samples
     samples = _probe_inputs(n_samples, c_in, hw, random_state, func).to(device=device, dtype=dtype)
     use_structural = bool(structural) and threshold == 0.0
 
+    from tqdm.auto import tqdm
+
     n_units = rows.size
-    boxes = np.zeros((n_units, 4), dtype=np.int64)
-    dead = np.zeros(n_units, dtype=bool)
     state: dict = {}
-
-    def unit_gradients(x: torch.Tensor, k: int) -> torch.Tensor | None:
-        """``sum_c |d y_u / d x|`` (k, H, W) for the k units in ``state`` on the input ``x``."""
-        leaf = x.expand(k, -1, -1, -1).clone().requires_grad_(True)
-        state.pop("selected", None)
-        with _probing_forward(leaf.shape, func):
-            model(leaf.clone())  # a clone, so that in-place first modules cannot touch the leaf
-        sel = state.pop("selected", None)
-        if sel is None or not sel.requires_grad:
-            return None
-        (grad,) = torch.autograd.grad(sel.sum(), leaf, allow_unused=True)
-        return None if grad is None else grad.detach().abs().sum(1).float()
-
-    with restored(model), torch.enable_grad(), _selecting_hook(module, state):
-        for lo in range(0, n_units, batch_size):
-            hi = min(lo + batch_size, n_units)
-            state["rows"] = torch.as_tensor(rows[lo:hi], device=device)
-            state["cols"] = torch.as_tensor(cols[lo:hi], device=device)
-            state["channels"] = None if chans is None else torch.as_tensor(chans[lo:hi], device=device)
-            acc = torch.zeros((hi - lo,) + hw, device=device, dtype=torch.float32)
-            for s in range(n_samples):
-                g = unit_gradients(samples[s:s + 1], hi - lo)
-                if g is not None:
-                    acc += g
-            acc /= n_samples
-            dead[lo:hi] = (acc.flatten(1).amax(1) == 0).cpu().numpy()
-            if use_structural:
-                with _structural_gradients(model):
-                    g = unit_gradients(samples[:1], hi - lo)
-                if g is not None:
-                    acc += g * (acc.flatten(1).amax(1) == 0).logical_not().view(-1, 1, 1)
-            boxes[lo:hi] = _support_boxes(acc, threshold)
+    bar = tqdm(total=n_units, desc=f"gradient RFs {layer}", unit="unit", disable=not progress)
+    with bar, restored(model), torch.enable_grad(), _probe.stopping_hook(module, state):
+        if threshold == 0.0:
+            boxes, dead = _support_boxes_exact(model, state, samples, chans, rows, cols, hw, use_structural,
+                                               batch_size, bar, func)
+        else:
+            boxes, dead = _support_boxes_thresholded(model, state, samples, chans, rows, cols, threshold,
+                                                     batch_size, bar, func)
     out = np.ma.MaskedArray(boxes, mask=np.repeat(dead[:, None], 4, axis=1))
     if dead.any():
         idx = np.flatnonzero(dead)
@@ -288,6 +258,127 @@ def _gradient_boxes(model, layer, channels, rows, cols, input_size, *, n_samples
                       f"masked: unit index(es) {shown}", DeadUnitsWarning, stacklevel=3)
         out.data[dead] = -1
     return out
+
+
+def _sub(chans, idx):
+    return None if chans is None else chans[idx]
+
+
+def _support_bounds(model, state, x, chans, rows, cols, hw, batch_size, func) -> np.ndarray:
+    """Boxes (U, 4) that contain every unit's gradient support on every input.
+
+    The structural graph (gates open, max-pools averaged) is probed with a NaN cotangent on a whole
+    output row (for the row extent) and a whole output column (for the column extent): ``nan * w`` is
+    ``nan`` whatever ``w``, so the NaN support is every input pixel connected to the row (column),
+    with no cancellation. When every backward node is such a fixed, NaN-propagating linear map
+    (:func:`netphys.rf._probe.dense_graph`) this bounds the support of any input's gradient; otherwise
+    the bound is the whole image.
+    """
+    whole = np.tile(np.array([0, hw[0], 0, hw[1]], dtype=np.int64), (rows.size, 1))
+    with _structural_gradients(model):
+        leaf, out = _probe.layer_output(model, state, x, func)
+    if out is None or not out.requires_grad:
+        return np.zeros_like(whole)  # no gradient can reach the input
+    if not _probe.dense_graph(out):
+        return whole
+    if out.dim() != 4:  # FC-like output: one probe of every unit
+        v = torch.full((1,) + tuple(out.shape), float("nan"), dtype=out.dtype, device=out.device)
+        return np.tile(_probe.boxes_of(_probe.batched_input_grads(out, leaf, v) != 0), (rows.size, 1))
+    bound = np.empty_like(whole)
+    for axis, pos in ((0, rows), (1, cols)):
+        uniq, inverse = np.unique(pos, return_inverse=True)
+        ext = np.empty((uniq.size, 2), dtype=np.int64)
+        for lo in range(0, uniq.size, batch_size):
+            u = uniq[lo:lo + batch_size]
+            v = torch.zeros((u.size,) + tuple(out.shape), dtype=out.dtype, device=out.device)
+            i = torch.arange(u.size, device=out.device)
+            if axis == 0:
+                v[i, 0, :, torch.as_tensor(u, device=out.device), :] = float("nan")
+            else:
+                v[i, 0, :, :, torch.as_tensor(u, device=out.device)] = float("nan")
+            g = _probe.batched_input_grads(out, leaf, v)
+            ext[lo:lo + u.size] = _probe.support_extent(g != 0, axis)
+        bound[:, 2 * axis:2 * axis + 2] = ext[inverse]
+    return bound
+
+
+def _support_boxes_exact(model, state, samples, chans, rows, cols, hw, use_structural, batch_size, bar,
+                         func):
+    """Boxes and dead flags for ``threshold == 0``: the bounding box of the union of the supports.
+
+    The union only grows, and it never leaves the bound of :func:`_support_bounds`; so a unit is done
+    as soon as it is alive (nonzero gradient on some random probe) and its box reaches the bound: the
+    remaining probes cannot change it. Units whose bound is empty are dead. The others run through the
+    probes until then (all of them in the worst case, which is the plain algorithm).
+    """
+    n_units = rows.size
+    bound = _support_bounds(model, state, samples[:1], chans, rows, cols, hw, batch_size, func)
+    boxes = np.zeros((n_units, 4), dtype=np.int64)
+    alive = np.zeros(n_units, dtype=bool)
+    struct_done = np.zeros(n_units, dtype=bool)
+    empty_bound = (bound[:, 1] <= bound[:, 0]) | (bound[:, 3] <= bound[:, 2])
+
+    def grads(x, idx, structural=False):
+        ctx = _structural_gradients(model) if structural else contextlib.nullcontext()
+        with ctx:
+            leaf, out = _probe.layer_output(model, state, x, func)
+        for lo in range(0, idx.size, batch_size):
+            part = idx[lo:lo + batch_size]
+            if out is None:
+                yield part, torch.zeros((part.size,) + tuple(hw))
+                continue
+            v = _probe.unit_cotangents(out, _sub(chans, part), rows[part], cols[part])
+            yield part, _probe.batched_input_grads(out, leaf, v)
+
+    def done():
+        return (alive & (boxes == bound).all(1)) | empty_bound
+
+    finished = done()
+    bar.update(int(finished.sum()))
+    for s in range(samples.shape[0]):
+        todo = np.flatnonzero(~finished)
+        if todo.size == 0:
+            break
+        for part, g in grads(samples[s:s + 1], todo):
+            nz = g != 0
+            alive[part] |= nz.flatten(1).any(1).cpu().numpy()
+            boxes[part] = _probe.hull(boxes[part], _probe.boxes_of(nz))
+        todo = np.flatnonzero(alive & ~struct_done & ~done()) if use_structural else np.empty(0, int)
+        if todo.size:
+            for part, g in grads(samples[:1], todo, structural=True):
+                boxes[part] = _probe.hull(boxes[part], _probe.boxes_of(g != 0))
+            struct_done[todo] = True
+        now = done()
+        bar.update(int((now & ~finished).sum()))
+        finished = now
+    bar.update(int((~finished).sum()))
+    return boxes, ~alive
+
+
+def _support_boxes_thresholded(model, state, samples, chans, rows, cols, threshold, batch_size, bar, func):
+    """Boxes and dead flags for ``threshold > 0`` (mean absolute gradient over all probes)."""
+    n_units = rows.size
+    boxes = np.zeros((n_units, 4), dtype=np.int64)
+    dead = np.zeros(n_units, dtype=bool)
+    n_samples = samples.shape[0]
+    for lo in range(0, n_units, batch_size):
+        part = np.arange(lo, min(lo + batch_size, n_units))
+        acc = None
+        for s in range(n_samples):
+            leaf, out = _probe.layer_output(model, state, samples[s:s + 1], func)
+            if out is None:
+                continue
+            v = _probe.unit_cotangents(out, _sub(chans, part), rows[part], cols[part])
+            g = _probe.batched_input_grads(out, leaf, v)
+            acc = g if acc is None else acc + g
+            del leaf, out
+        if acc is None:
+            acc = torch.zeros((part.size,) + tuple(samples.shape[-2:]))
+        acc /= n_samples
+        dead[part] = (acc.flatten(1).amax(1) == 0).cpu().numpy()
+        boxes[part] = _support_boxes(acc, threshold)
+        bar.update(part.size)
+    return boxes, dead
 
 
 def _support_boxes(mean_abs: torch.Tensor, threshold: float) -> np.ndarray:
