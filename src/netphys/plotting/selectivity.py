@@ -390,8 +390,9 @@ def plot_dynamics(history: pd.DataFrame, spearman: pd.DataFrame, layers=None, *,
         ax_g.plot(ep, history[f"gosi_{l}"].values, color=cols[l], label=l)
     ax_g.set_xlabel("epoch (0 = initialisation)")
     ax_g.set_ylabel("mean gOSI")
-    ax_g.legend(frameon=False, fontsize=7, ncols=2)
-    ax_g.set_title("a  mean gOSI per layer", loc="left", fontsize=7)
+    ax_g.legend(frameon=False, fontsize=6.5, ncols=1, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                handlelength=1.2)  # beside the panel: it hides no curve
+    ax_g.set_title("b  mean gOSI per layer", loc="left", fontsize=7)
     win = history.loc[1:epochs] if epochs else history.loc[1:]
     for j, l in enumerate(layers):
         a = fig.add_subplot(gs[1 + j // per_row, j % per_row])
@@ -406,7 +407,7 @@ def plot_dynamics(history: pd.DataFrame, spearman: pd.DataFrame, layers=None, *,
         a.tick_params(axis="x", labelrotation=90)
         if j == 0:
             a.set_ylabel("mean gOSI", fontsize=7)
-            a.text(-0.5, 1.15, "b", transform=a.transAxes, fontsize=7)
+            a.text(-0.5, 1.15, "c", transform=a.transAxes, fontsize=7)
     ax_r = fig.add_subplot(gs[-1, :])
     rho = spearman.loc[layers, "rho"].values
     ax_r.bar(np.arange(n), rho, color=[cols[l] for l in layers])
@@ -417,7 +418,7 @@ def plot_dynamics(history: pd.DataFrame, spearman: pd.DataFrame, layers=None, *,
     ax_r.set_xticks(np.arange(n), layers)
     ax_r.set_ylim(-1.1, 1.1)
     ax_r.set_ylabel("Spearman rho\n(val. loss, mean gOSI)")
-    ax_r.set_title("c  correlation over epochs (* p < 0.05)", loc="left", fontsize=7)
+    ax_r.set_title("d  correlation over epochs (* p < 0.05)", loc="left", fontsize=7)
     return fig
 
 
@@ -486,7 +487,7 @@ def plot_sweep(sweep: pd.DataFrame, rho: pd.DataFrame, layers=None, *, layout: s
 @paper_plot
 def plot_ablation(ablation: pd.DataFrame, *, ax=None, layout: str = "double"):
     """Fig. 5: change of test loss per layer after ablating the top (red) vs bottom (blue) 50% gOSI
-    units (random halves in grey, mean +- SD); asterisks where top > 2x bottom.
+    units (random halves in grey, mean ± SD); asterisks where top > 2x bottom.
 
     Returns
     -------
@@ -501,7 +502,7 @@ def plot_ablation(ablation: pd.DataFrame, *, ax=None, layout: str = "double"):
     ax.plot(x, ablation["d_bottom"], "o-", color="tab:blue", label="bottom 50% gOSI ablated")
     if ablation["d_random"].notna().any():
         ax.errorbar(x, ablation["d_random"], yerr=ablation["d_random_sd"].fillna(0), fmt="s--", color="0.55",
-                    ms=3, capsize=2, lw=1, label="random 50% (mean +- SD)")
+                    ms=3, capsize=2, lw=1, label="random 50% (mean \u00b1 SD)")
     top = ablation[["d_top", "d_bottom"]].max(axis=1).values
     span = float(np.nanmax(np.abs(ablation[["d_top", "d_bottom"]].values))) or 1.0
     for i, m in enumerate(ablation["marked"].values):
@@ -540,7 +541,7 @@ def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all", layout:
     n = max(1, len(ablated))
     ncols = min(n, 3 if layout == "double" else 2)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTHS[layout], (2.3 if layout == "double" else 2.0) * nrows),
+    fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTHS[layout], (2.3 if layout == "double" else 2.0) * nrows + 0.45),
                              squeeze=False, layout="constrained")
     for a in axes.ravel()[n:]:
         a.remove()
@@ -558,9 +559,11 @@ def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all", layout:
         a.set_xticks(x, layers, fontsize=6.5, rotation=90 if len(layers) > 8 or layout == "single" else 0,
                      ha="center")
         a.set_title(f"{l} ablation" if l else "intact", fontsize=7)
-        a.set_ylabel(f"CV under shift ({direction})")
         a.spines[["top", "right"]].set_visible(False)
-        a.legend(frameon=False, fontsize=7)
+    axes[0][0].set_ylabel(f"CV under shift ({direction})")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3 if layout == "double" else 2, frameon=False,
+               fontsize=7)  # below the panels: it hides no data
     return fig
 
 
