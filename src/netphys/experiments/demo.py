@@ -92,8 +92,7 @@ def run_demo(out="netphys-demo", *, random_state: int = 0, progress: bool = True
     rep.heading("Figure 3: single-unit information across layers")
     fig = plot_fig3(r3, inset=inset)
     rep.figure(fig, "Information between each unit's activation (pre-ReLU) and a feature of its "
-               "receptive-field patch, trained (blue) vs random (red). " + _caption(r3)
-               + " Inset: mean weight of each first-layer 3x3 kernel.", stem=out / "fig3")
+               "receptive-field patch, trained (blue) vs random (red). " + _caption(r3), stem=out / "fig3")
     plt.close(fig)
     wide = summary(r3).pivot_table(index=["depth", "layer"], columns=["feature", "network"], values="mean")
     rep.table(wide, "layer value U (mean over realisations)")
