@@ -78,6 +78,17 @@ def _layer_coords(model, layers):
             "depth": ("layer", [li.depth for li in infos])}
 
 
+class _PopulationExperiment(Experiment):
+    """Report: both paper layouts of every figure, then the tables (shared by Fig. 2, 5 and ID)."""
+
+    def sections(self, result, report, ctx):
+        from .prune_distill import _paper_figures
+
+        _paper_figures(self, result, report, ctx)
+        for name, df in self.tables(result).items():
+            report.table(df, name)
+
+
 # ----------------------------------------------------------------------------- Fig. 5
 @dataclass(frozen=True)
 class Fig5Config:
@@ -122,7 +133,7 @@ _FIG5_READS = ("pool", "n_units", "n_subsamples", "n_train", "n_val", "n_classes
 
 
 @register("prune_distill.fig5")
-class Fig5(Experiment):
+class Fig5(_PopulationExperiment):
     """Figure 5: category information and linear-SVM decoding per layer."""
 
     Config = Fig5Config
@@ -181,13 +192,6 @@ class Fig5(Experiment):
              "reads the category from a population of units. The paper (trained VGG-16) found category "
              "information low for the first half of the network, rising in the last conv layers and sharply in "
              "the FC layers, with decoding accuracy tracking it; the random network stays near chance.")
-
-    def sections(self, result, report, ctx):
-        from .prune_distill import _paper_figures
-
-        _paper_figures(self, result, report, ctx)
-        for name, df in self.tables(result).items():
-            report.table(df, name)
 
     def figures(self, result, ctx, layout: str = "double"):
         return [("fig5", plot_fig5(result, layout=layout),
@@ -341,7 +345,7 @@ class IDLayersConfig:
 
 
 @register("prune_distill.id_layers")
-class IDLayers(Experiment):
+class IDLayers(_PopulationExperiment):
     """Intrinsic dimension across layers, trained vs random."""
 
     Config = IDLayersConfig
@@ -394,13 +398,6 @@ class IDLayers(Experiment):
              "network. Ansuini et al. (2019), cited by the paper, found a 'hunchback' in trained networks: the "
              "dimension rises in the first layers and falls towards the output, while a random network shows no "
              "such profile; the paper found the same rise and fall across rat areas V1 -> LI -> LL.")
-
-    def sections(self, result, report, ctx):
-        from .prune_distill import _paper_figures
-
-        _paper_figures(self, result, report, ctx)
-        for name, df in self.tables(result).items():
-            report.table(df, name)
 
     def figures(self, result, ctx, layout: str = "double"):
         return [("id_layers", plot_id_layers(result, layout=layout),
@@ -550,7 +547,7 @@ def _fig2_area(X, cfg, seed: int) -> xr.Dataset:
 
 
 @register("prune_distill.fig2")
-class Fig2(Experiment):
+class Fig2(_PopulationExperiment):
     """Figure 2: ID vs number of neurons in real recordings, power-law asymptotes per area."""
 
     Config = Fig2Config
@@ -588,13 +585,6 @@ class Fig2(Experiment):
              "dimension of the whole population. The paper (rat V1, LM, LI, LL) found the dimension growing with "
              "the number of neurons and saturating, with asymptotes that rise from V1 to LI and fall in LL, the "
              "same rise and fall as across the layers of a trained network.")
-
-    def sections(self, result, report, ctx):
-        from .prune_distill import _paper_figures
-
-        _paper_figures(self, result, report, ctx)
-        for name, df in self.tables(result).items():
-            report.table(df, name)
 
     def figures(self, result, ctx, layout: str = "double"):
         return [("fig2", plot_fig2(result, layout=layout),
