@@ -6,7 +6,6 @@ cotangent selects one unit, so a chunk of ``k`` units costs ``k`` backward rows 
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import numpy as np
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from .._validation import NetphysError
-from ..recording.hooks import StopForward
+from ..recording.hooks import StopForward, hooks
 from .geometry import _probing_forward
 
 #: Backward nodes whose input gradient is a fixed (input-independent) linear map that propagates a NaN
@@ -50,20 +49,16 @@ def dense_graph(out: torch.Tensor) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def stopping_hook(module: nn.Module, state: dict):
-    """Forward hook that keeps the module's output on its first call, then stops the pass."""
+def stopping_hook(model: nn.Module, name: str, state: dict):
+    """Forward hook on module ``name`` that keeps its output on its first call, then stops the pass
+    (a :func:`netphys.recording.hooks.hooks` context: removed on exit, also after an exception)."""
     def hook(mod, args, out):
         if not isinstance(out, torch.Tensor):
             raise NetphysError("the layer does not return a tensor; it cannot be a recording site")
         state["out"] = out
         raise StopForward
 
-    handle = module.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
+    return hooks(model, {name: hook})
 
 
 def layer_output(model: nn.Module, state: dict, x: torch.Tensor, func: str):

@@ -242,7 +242,7 @@ def _gradient_boxes(model, layer, channels, rows, cols, input_size, *, n_samples
     n_units = rows.size
     state: dict = {}
     bar = tqdm(total=n_units, desc=f"gradient RFs {layer}", unit="unit", disable=not progress)
-    with bar, restored(model), torch.enable_grad(), _probe.stopping_hook(module, state):
+    with bar, restored(model), torch.enable_grad(), _probe.stopping_hook(model, info.module, state):
         if threshold == 0.0:
             boxes, dead = _support_boxes_exact(model, state, samples, chans, rows, cols, hw, use_structural,
                                                batch_size, bar, func)
