@@ -27,7 +27,7 @@ from ..models.loading import model_info
 from ..recording import record, sample_units
 from ..stimuli import folder_or_demo
 from ..plotting.style import paper_plot
-from .base import Experiment
+from .prune_distill import PaperFigureExperiment
 from .registry import register
 
 log = logging.getLogger(__name__)
@@ -78,15 +78,21 @@ def _layer_coords(model, layers):
             "depth": ("layer", [li.depth for li in infos])}
 
 
-class _PopulationExperiment(Experiment):
-    """Report: both paper layouts of every figure, then the tables (shared by Fig. 2, 5 and ID)."""
+def _layer_pieces(ctx, piece: str, model, stim, table, layers, cfg, *, key_of, compute) -> dict:
+    """``{layer: piece}``: cached pieces, the missing layers recorded in one pass and computed.
 
-    def sections(self, result, report, ctx):
-        from .prune_distill import _paper_figures
-
-        _paper_figures(self, result, report, ctx)
-        for name, df in self.tables(result).items():
-            report.table(df, name)
+    ``key_of(layer)`` gives the piece's key, ``compute(layer, recording)`` its Dataset from that layer's
+    recorded units (``table`` rows of the layer, ``cfg.site``, ``cfg.batch_size``).
+    """
+    keys = {l: key_of(l) for l in layers}
+    got = {l: ctx.lookup(piece, k) for l, k in keys.items()}
+    todo = [l for l in layers if got[l] is None]
+    if todo:
+        with ctx.timer("record"):
+            rec = record(model, stim, units=table[table["layer"].isin(todo)], site=cfg.site, batch_size=cfg.batch_size)
+        for l in ctx.progress(todo, desc=piece):
+            got[l] = ctx.store(piece, keys[l], compute(l, rec[:, rec.coords["layer"].values == l]))
+    return got
 
 
 # ----------------------------------------------------------------------------- Fig. 5
@@ -133,7 +139,7 @@ _FIG5_READS = ("pool", "n_units", "n_subsamples", "n_train", "n_val", "n_classes
 
 
 @register("prune_distill.fig5")
-class Fig5(_PopulationExperiment):
+class Fig5(PaperFigureExperiment):
     """Figure 5: category information and linear-SVM decoding per layer."""
 
     Config = Fig5Config
@@ -151,33 +157,29 @@ class Fig5(_PopulationExperiment):
         parts = []
         for name, model in nets.items():
             ident = ctx.model_identity(model)
-            keys = {l: ctx.key("fig5_layer", reads=_FIG5_READS, estimators=(decoding, information), network=name,
-                               model=ident, stimuli=stim_id["sha256"], layer=l,
-                               units_seed=ctx.seed("units", l)) for l in layers}
-            got = {l: ctx.lookup("fig5_layer", k) for l, k in keys.items()}
-            todo = [l for l in layers if got[l] is None]
-            if todo:
-                with ctx.timer("record"):
-                    rec = record(model, stim, units=table[table["layer"].isin(todo)], site=cfg.site,
-                                 batch_size=cfg.batch_size)
-                for l in ctx.progress(todo, desc=f"fig5 {name}"):
-                    sub = rec[:, rec.coords["layer"].values == l]
-                    with ctx.timer("decoding"):
-                        dec = decode_layers(sub, n_train=cfg.n_train, n_val=cfg.n_val, n_classes=cfg.n_classes,
-                                            pool=cfg.pool, n_units=cfg.n_units, n_subsamples=cfg.n_subsamples,
-                                            C=cfg.C, random_state=ctx.seed("decode", l))
-                    with ctx.timer("information"), ctx.collect_warnings("category information"):
-                        res = mutual_information(labels, sub.values.astype(np.float64), bins=cfg.bins,
-                                                 x_discrete=True, correction=cfg.correction,
-                                                 n_shuffles=cfg.n_shuffles, random_state=ctx.seed("shuffle", name, l))
-                    piece = xr.Dataset(
-                        {"train_accuracy": ("subsample", dec["train_accuracy"].values[0]),
-                         "val_accuracy": ("subsample", dec["val_accuracy"].values[0]),
-                         "n_units": ((), int(dec["n_units"].values[0]) if "n_units" in dec else cfg.n_units),
-                         "category_information": ((), float(np.mean(res.normalized))),
-                         "category_null": ((), float(np.mean(res.null)) if cfg.n_shuffles else np.nan)},
-                        attrs={k: v for k, v in dec.attrs.items() if isinstance(v, (int, float, str))})
-                    got[l] = ctx.store("fig5_layer", keys[l], piece)
+
+            def compute(l, sub, name=name):
+                with ctx.timer("decoding"):
+                    dec = decode_layers(sub, n_train=cfg.n_train, n_val=cfg.n_val, n_classes=cfg.n_classes,
+                                        pool=cfg.pool, n_units=cfg.n_units, n_subsamples=cfg.n_subsamples,
+                                        C=cfg.C, random_state=ctx.seed("decode", l))
+                with ctx.timer("information"), ctx.collect_warnings("category information"):
+                    res = mutual_information(labels, sub.values.astype(np.float64), bins=cfg.bins,
+                                             x_discrete=True, correction=cfg.correction,
+                                             n_shuffles=cfg.n_shuffles, random_state=ctx.seed("shuffle", name, l))
+                return xr.Dataset(
+                    {"train_accuracy": ("subsample", dec["train_accuracy"].values[0]),
+                     "val_accuracy": ("subsample", dec["val_accuracy"].values[0]),
+                     "n_units": ((), int(dec["n_units"].values[0]) if "n_units" in dec else cfg.n_units),
+                     "category_information": ((), float(np.mean(res.normalized))),
+                     "category_null": ((), float(np.mean(res.null)) if cfg.n_shuffles else np.nan)},
+                    attrs={k: v for k, v in dec.attrs.items() if isinstance(v, (int, float, str))})
+
+            got = _layer_pieces(ctx, "fig5_layer", model, stim, table, layers, cfg, compute=compute,
+                                key_of=lambda l, name=name, ident=ident: ctx.key(
+                                    "fig5_layer", reads=_FIG5_READS, estimators=(decoding, information),
+                                    network=name, model=ident, stimuli=stim_id["sha256"], layer=l,
+                                    units_seed=ctx.seed("units", l)))
             ds = xr.concat([got[l] for l in layers], dim="layer", combine_attrs="override")
             parts.append(ds.expand_dims(network=[name]))
         res = xr.concat(parts, dim="network", combine_attrs="override").assign_coords(_layer_coords(first, layers))
@@ -345,7 +347,7 @@ class IDLayersConfig:
 
 
 @register("prune_distill.id_layers")
-class IDLayers(_PopulationExperiment):
+class IDLayers(PaperFigureExperiment):
     """Intrinsic dimension across layers, trained vs random."""
 
     Config = IDLayersConfig
@@ -363,23 +365,20 @@ class IDLayers(_PopulationExperiment):
             table = _layer_units(first, layers, cfg.units, ctx, stim.size, r)
             for ni, (name, model) in enumerate(nets.items()):
                 ident = ctx.model_identity(model)
-                keys = {l: ctx.key("id_layer", reads=("units", "site", "discard_fraction"), estimators=(dimension,),
-                                   network=name, model=ident, stimuli=stim_id["sha256"], realisation=r, layer=l,
-                                   units_seed=ctx.seed("units", r, l)) for l in layers}
-                got = {l: ctx.lookup("id_layer", k) for l, k in keys.items()}
-                todo = [l for l in layers if got[l] is None]
-                if todo:
-                    with ctx.timer("record"):
-                        rec = record(model, stim, units=table[table["layer"].isin(todo)], site=cfg.site,
-                                     batch_size=cfg.batch_size)
-                    for l in todo:
-                        X = rec.values[:, rec.coords["layer"].values == l].astype(np.float64)
-                        with ctx.timer("twonn"), ctx.collect_warnings("TwoNN"):
-                            est = TwoNN(discard_fraction=cfg.discard_fraction,
-                                        random_state=ctx.seed("twonn", r, l)).fit(X)
-                        got[l] = ctx.store("id_layer", keys[l], xr.Dataset(
-                            {"id": ((), float(est.dimension_)), "id_err": ((), float(est.dimension_err_)),
-                             "n_units": ((), X.shape[1])}))
+
+                def compute(l, sub, r=r):
+                    X = sub.values.astype(np.float64)
+                    with ctx.timer("twonn"), ctx.collect_warnings("TwoNN"):
+                        est = TwoNN(discard_fraction=cfg.discard_fraction, random_state=ctx.seed("twonn", r, l)).fit(X)
+                    return xr.Dataset({"id": ((), float(est.dimension_)), "id_err": ((), float(est.dimension_err_)),
+                                       "n_units": ((), X.shape[1])})
+
+                got = _layer_pieces(ctx, "id_layer", model, stim, table, layers, cfg, compute=compute,
+                                    key_of=lambda l, name=name, ident=ident, r=r: ctx.key(
+                                        "id_layer", reads=("units", "site", "discard_fraction"),
+                                        estimators=(dimension,), network=name, model=ident,
+                                        stimuli=stim_id["sha256"], realisation=r, layer=l,
+                                        units_seed=ctx.seed("units", r, l)))
                 for li, l in enumerate(layers):
                     ids[ni, r, li] = float(got[l]["id"])
                     errs[ni, r, li] = float(got[l]["id_err"])
@@ -547,7 +546,7 @@ def _fig2_area(X, cfg, seed: int) -> xr.Dataset:
 
 
 @register("prune_distill.fig2")
-class Fig2(_PopulationExperiment):
+class Fig2(PaperFigureExperiment):
     """Figure 2: ID vs number of neurons in real recordings, power-law asymptotes per area."""
 
     Config = Fig2Config

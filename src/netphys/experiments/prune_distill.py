@@ -705,6 +705,15 @@ def _paper_figures(exp, result, report, ctx) -> None:
                             stem=None if ctx.out is None else ctx.out / stem)
 
 
+class PaperFigureExperiment(Experiment):
+    """Report body shared by Fig. 2, 4, 5, D and ID: every figure in both paper layouts, then the tables."""
+
+    def sections(self, result, report, ctx) -> None:
+        _paper_figures(self, result, report, ctx)
+        for name, df in self.tables(result).items():
+            report.table(df, name)
+
+
 @register("prune_distill.fig3")
 class Fig3(_InformationExperiment):
     """Figure 3: trained vs random network, five features, all layers."""
@@ -762,7 +771,7 @@ def _sub_config(cfg: Fig3Config, cls=Fig3Config, **over) -> Fig3Config:
 
 
 @register("prune_distill.fig4")
-class Fig4(Experiment):
+class Fig4(PaperFigureExperiment):
     """Figure 4: information of hybrid networks, one panel per feature."""
 
     Config = Fig4Config
@@ -796,10 +805,6 @@ class Fig4(Experiment):
                  "SD over realisations; shaded: shuffle null ± 2 SD; circles: conv layers; squares on the grey "
                  "band: FC layers.")]
 
-    def sections(self, result, report, ctx) -> None:
-        _paper_figures(self, result, report, ctx)
-        for name, df in self.tables(result).items():
-            report.table(df, name)
 
 
 @paper_plot
@@ -860,7 +865,7 @@ class FigDConfig(Fig3Config):
 
 
 @register("prune_distill.figD")
-class FigD(Experiment):
+class FigD(PaperFigureExperiment):
     """Appendix D: the Figure-3 analysis on other VGG depths (trained vs random per model)."""
 
     Config = FigDConfig
@@ -872,7 +877,7 @@ class FigD(Experiment):
         for name, weights in cfg.models:
             sub = _sub_config(cfg, model=name, weights=weights)
             res = information_across_layers(sub, _SubContext(ctx, sub))
-            res = res.drop_dims("unit").rename({"layer": "layer"})
+            res = res.drop_dims("unit")
             parts.append(res.expand_dims(model=[name]).assign_coords(weights=("model", [weights])))
         return xr.concat(parts, dim="model", join="outer", coords="different", compat="equals",
                          combine_attrs="override")
@@ -896,10 +901,6 @@ class FigD(Experiment):
             out.append((f"fig3_{m}", plot_fig3(sub, layout=layout), f"{m}: trained vs random. " + _caption(sub)))
         return out
 
-    def sections(self, result, report, ctx) -> None:
-        _paper_figures(self, result, report, ctx)
-        for name, df in self.tables(result).items():
-            report.table(df, name)
 
 
 class _SubContext:
