@@ -9,7 +9,7 @@ import xarray as xr
 from netphys._validation import NetphysError
 from netphys.plotting.style import MIN_FONT_PT, WIDTHS, overlapping_labels, text_sizes
 
-matplotlib = pytest.importorskip("matplotlib")
+import matplotlib  # noqa: E402  (a hard dependency of netphys)
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 

@@ -374,7 +374,7 @@ def test_sweep_in_worker_processes(run, folder, tmp_path):
 
 def test_sweep_on_ray_identical_to_serial(run, folder, tmp_path):
     """The runner's executor (a local Ray instance) trains the sweep's networks: the serial numbers exactly."""
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'netphys[ray]')")
     _, res, _, _ = run
     ray = run_experiment("orientation.sweep", tiny(folder, parts=("sweep",)), tmp_path, progress=False,
                          report=False, backend="ray", max_workers=2)

@@ -232,7 +232,7 @@ def test_fig3_stale_config_reproduction(tiny_folder, tmp_path):
 
 def test_fig3_on_ray_identical_to_serial(tiny_folder, tmp_path):
     """Independent realisations dispatched to a local Ray instance give the serial numbers exactly."""
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'netphys[ray]')")
     cfg = dict(weights="random", images=str(tiny_folder), n_images=40, units=5, layers=["conv2_1", "conv3_1"],
                realisations=2, features=["luminosity", "orientation"], n_shuffles=2, batch_size=20,
                orientation_units=4, orientation_images=30)

@@ -265,7 +265,7 @@ def test_timm_missing_names_the_extra(monkeypatch):
 
 
 def test_timm_model_from_local_file_with_its_preprocessing(tmp_path):
-    timm = pytest.importorskip("timm")
+    timm = pytest.importorskip("timm", reason="timm is not installed (pip install 'netphys[timm]')")
     from timm.data import resolve_data_config
 
     m = load_model("timm:resnet18", "random", random_state=1)

@@ -20,6 +20,7 @@ independent pieces through an executor, progress bars and warnings recorded with
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import hashlib
 import logging
@@ -119,8 +120,8 @@ def piece_key(config, piece: str, *, reads: Iterable[str] = (), estimators: Iter
     return key_hash(doc), canonical_json(doc)
 
 
-class Experiment:
-    """Base class of registered experiments (see the module docstring)."""
+class Experiment(abc.ABC):
+    """Base class of registered experiments (see the module docstring); subclasses implement ``run``."""
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = None  # type: ignore[assignment]
@@ -128,8 +129,9 @@ class Experiment:
     #: file stem of the saved result (``<result_name>.nc``)
     result_name: ClassVar[str] = "result"
 
-    def run(self, cfg, ctx: "RunContext"):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def run(self, cfg, ctx: "RunContext"):
+        """Compute the experiment's labelled result (an ``xarray.Dataset``) from ``cfg``, through ``ctx``."""
 
     def tables(self, result) -> dict:
         return {}
