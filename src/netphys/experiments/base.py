@@ -181,6 +181,15 @@ class RunContext:
         self._stimulus_sets: dict = {}
         self._random_state = getattr(config, "random_state", 0)
 
+    def with_config(self, config) -> "RunContext":
+        """This context with another config (same cache, seeds root, warnings and provenance): a composite
+        experiment (Fig. 4, Fig. D) runs sub-analyses whose pieces are keyed by the fields *they* read."""
+        import copy
+
+        view = copy.copy(self)
+        view.config = config
+        return view
+
     # ------------------------------------------------------------------ seeds
     def seed_sequence(self, *names) -> np.random.SeedSequence:
         """The named stream ``names`` (strings and ints) spawned from the config's ``random_state``.

@@ -385,6 +385,7 @@ def information_across_layers(cfg: Fig3Config, ctx) -> xr.Dataset:
             _stored(job, res)
     bar.close()
     piece_warnings: dict = {}
+    n_cells = sum(len(keys) for _, _, keys, _ in plans)
     for r, table, keys, got in plans:
         for ni, net in enumerate(cfg.networks):
             for li_pos, l in enumerate(layers):
@@ -402,8 +403,10 @@ def information_across_layers(cfg: Fig3Config, ctx) -> xr.Dataset:
                         piece_warnings.setdefault((f, str(w)), []).append(f"{net}/r{r}/{l}")
                     unit_parts[(net, f, r, l)] = ds
     for (f, w), cells in piece_warnings.items():
-        ctx.warn(f"{f}: {w} (in {len(cells)} of {len(keys) * cfg.realisations} cells, e.g. {cells[0]})")
-    loaded = {net: model_info(build_network(cfg, net, ctx.seed("weights", 0), memo)).kind for net in cfg.networks}
+        ctx.warn(f"{f}: {w} (in {len(cells)} of {n_cells} cells, e.g. {cells[0]})")
+    # the weights actually loaded: "random"/"hybrid" by construction, the base network's own kind otherwise
+    loaded = {net: "random" if net == "random" else "hybrid" if str(net).startswith("hybrid:") else
+              model_info(base).kind for net in cfg.networks}
     for net, kind in loaded.items():
         if net == "trained" and kind != "trained":
             ctx.warn(f"the network labelled 'trained' has {kind} weights (weights={cfg.weights!r}); its curve is "
@@ -783,7 +786,7 @@ class Fig4(PaperFigureExperiment):
         for feat, stars in (("luminosity", cfg.luminosity_l_stars), ("contrast", cfg.contrast_l_stars)):
             nets = ("trained", "random") + tuple(f"hybrid:{int(s)}" for s in stars)
             sub = _sub_config(cfg, networks=nets, features=(feat,))
-            res = information_across_layers(sub, _SubContext(ctx, sub))
+            res = information_across_layers(sub, ctx.with_config(sub))
             parts.append(res.drop_dims("unit"))
         order = list(dict.fromkeys(n for p in parts for n in p["network"].values))
         merged = xr.merge(parts, compat="no_conflicts", join="outer", combine_attrs="override")
@@ -876,7 +879,7 @@ class FigD(PaperFigureExperiment):
         parts = []
         for name, weights in cfg.models:
             sub = _sub_config(cfg, model=name, weights=weights)
-            res = information_across_layers(sub, _SubContext(ctx, sub))
+            res = information_across_layers(sub, ctx.with_config(sub))
             res = res.drop_dims("unit")
             parts.append(res.expand_dims(model=[name]).assign_coords(weights=("model", [weights])))
         return xr.concat(parts, dim="model", join="outer", coords="different", compat="equals",
@@ -901,21 +904,6 @@ class FigD(PaperFigureExperiment):
             out.append((f"fig3_{m}", plot_fig3(sub, layout=layout), f"{m}: trained vs random. " + _caption(sub)))
         return out
 
-
-
-class _SubContext:
-    """A view of a RunContext with another config (pieces of a composite experiment share the cache)."""
-
-    def __init__(self, ctx, cfg):
-        self._ctx, self.config = ctx, cfg
-
-    def __getattr__(self, name):
-        return getattr(self._ctx, name)
-
-    def key(self, piece, *, reads=(), estimators=(), **deps):
-        from .base import piece_key
-
-        return piece_key(self.config, piece, reads=reads, estimators=estimators, **deps)
 
 
 # ----------------------------------------------------------------------------- Python API
