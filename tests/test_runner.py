@@ -268,3 +268,38 @@ def test_network_labels_follow_the_weights_loaded(tiny_folder):
     with pytest.warns(UserWarning, match="labelled 'trained' has random weights"):
         res = run_experiment("prune_distill.fig3", cfg, None, progress=False, report=False).result
     assert list(res["weights_kind"].values) == ["random", "random", "hybrid"]
+
+
+def test_check_experiment_passes_builtins_and_catches_a_broken_plugin(tiny_folder):
+    from netphys.testing import check_experiment
+
+    stats = check_experiment("test.toy", {"n": 3})
+    assert stats["rerun"] == {"a": {"computed": 0, "reused": 2}, "b": {"computed": 0, "reused": 2}}
+    check_experiment("prune_distill.fig3", dict(weights="random", images=str(tiny_folder), n_images=20, units=3,
+                                                layers=["conv2_1"], realisations=1, features=["luminosity"],
+                                                n_shuffles=1, batch_size=20))
+
+    @dataclass(frozen=True)
+    class LeakyConfig:
+        random_state: int = 0
+
+    class Leaky(Experiment):
+        """Draws from unseeded global randomness and caches nothing: both rules must fail."""
+
+        Config = LeakyConfig
+
+        def run(self, cfg, ctx):
+            return xr.Dataset({"v": ("i", np.random.default_rng().normal(size=3))})
+
+    with pytest.raises(AssertionError):
+        check_experiment(Leaky)
+
+    @dataclass
+    class MutableConfig:
+        random_state: int = 0
+
+    class Mutable(Toy):
+        Config = MutableConfig
+
+    with pytest.raises(AssertionError, match="must be frozen"):
+        check_experiment(Mutable)

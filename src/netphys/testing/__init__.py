@@ -1,4 +1,5 @@
-"""Public helpers for tests: small synthetic inputs with known layouts and answers."""
+"""Public helpers for tests: small synthetic inputs with known layouts and answers, conformance checks."""
+from .checks import check_experiment
 from .hed_fixture import write_hed_h5
 
-__all__ = ["write_hed_h5"]
+__all__ = ["write_hed_h5", "check_experiment"]
