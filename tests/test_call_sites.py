@@ -351,3 +351,116 @@ def test_netphys_vgg16_post_sites():
     assert all(li.traced for li in infos)
     assert [li.activation for li in infos][:2] == ["features.2", "features.5"]  # after the batch norm
     assert all(li.post.module == li.activation for li in infos if li.activation)
+
+
+def test_ablate_post_uses_the_traced_call_site(handmade):
+    """site="post" clamps the activation call that follows the layer, also shared and functional ones."""
+    from netphys.interventions import ablate_units
+
+    n = handmade
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+
+    def manual(clamp1=None, clamp2=None, clamp3=None, clamp4=None):
+        def z(t, ch, v=0.0):
+            if ch is None:
+                return t
+            t = t.clone()
+            t[:, ch] = v
+            return t
+        with torch.no_grad():
+            a1 = z(F.relu(n.conv1(x)), clamp1)
+            a2 = z(F.relu(n.bn2(n.conv2(a1))), clamp2)
+            a3 = z(F.relu(n.conv3(a2)), clamp3)
+            a4 = z(torch.sigmoid(n.conv4(a3)), clamp4, 0.25)
+            v = F.leaky_relu(n.conv5(a4) + a4, 0.3)
+            return n.fc(v.mean(dim=(2, 3)))
+
+    with torch.no_grad():
+        np.testing.assert_allclose(n(x).numpy(), manual().numpy(), rtol=1e-5, atol=1e-6)
+        # the shared module 'act' only at its call after conv3 (call 1), not after conv1
+        with ablate_units(n, "conv3", [1, 2]):
+            np.testing.assert_allclose(n(x).numpy(), manual(clamp3=[1, 2]).numpy(), rtol=1e-5, atol=1e-6)
+        with ablate_units(n, "conv1", [0]):
+            np.testing.assert_allclose(n(x).numpy(), manual(clamp1=[0]).numpy(), rtol=1e-5, atol=1e-6)
+        # functional relu after a batch norm: clamped through its input
+        with ablate_units(n, "conv2", [3]):
+            np.testing.assert_allclose(n(x).numpy(), manual(clamp2=[3]).numpy(), rtol=1e-5, atol=1e-6)
+        # functional sigmoid: value 0.25 after the sigmoid
+        with ablate_units(n, "conv4", [0, 2], value=0.25):
+            np.testing.assert_allclose(n(x).numpy(), manual(clamp4=[0, 2]).numpy(), rtol=1e-5, atol=1e-5)
+        # twice through the model inside one block: the call counter restarts every forward pass
+        with ablate_units(n, "conv3", [1]):
+            n(x)
+            np.testing.assert_allclose(n(x).numpy(), manual(clamp3=[1]).numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(NetphysError, match=r"the 'site' parameter of ablate_units must be a value its activation "
+                       r"'sigmoid' can take, got 'post'.*value=0.0; ablate site='pre'"):
+        with ablate_units(n, "conv4", [0]):
+            pass
+    with pytest.raises(NetphysError, match=r"the 'site' parameter of ablate_units must be a site a hook can change.*"
+                       r"leaky_relu"):
+        with ablate_units(n, "conv5", [0]):
+            pass
+    assert no_hooks_left(n)
+
+
+def test_ablate_post_on_resnet_block():
+    """ResNet's shared relu: conv1's post site is relu:0 inside the block, conv2's the block output."""
+    from netphys.interventions import ablate_units
+
+    model = _model("resnet18")
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    blk = model.layer2[0]
+    seen = {}
+
+    def grab(name):
+        def fn(_m, _i, out):
+            seen.setdefault(name, []).append(out.detach().clone())
+        return fn
+
+    with torch.no_grad():
+        for layer, call in (("layer2.0.conv1", 0), ("layer2.0.conv2", 1)):
+            seen.clear()
+            with ablate_units(model, layer, [5, 9]):
+                # registered after the clamp: they see the clamped outputs
+                h = blk.relu.register_forward_hook(grab("relu"))
+                h2 = blk.register_forward_hook(grab("block"))
+                try:
+                    model(x)
+                finally:
+                    h.remove()
+                    h2.remove()
+            outs = seen["relu"]
+            assert len(outs) == 2
+            assert (outs[call][:, [5, 9]] == 0).all()
+            other = outs[1 - call][:, [5, 9]]
+            assert (other != 0).any()  # the other call of the shared relu is untouched
+        assert (seen["block"][0][:, [5, 9]] == 0).all()  # conv2's post site is the block output
+    assert no_hooks_left(model)
+
+
+def test_centre_units_and_gratings_on_block_sites():
+    from netphys.recording.gratings import centre_units, grating_responses
+    from netphys.stimuli.gratings import gratings
+
+    model = _model("resnet18")
+    table = centre_units(model, ["layer3", "layer3.1.relu:1", "conv1"], 64)
+    got = table.groupby("layer", sort=False).agg(n=("channel", "size"), row=("row", "first"))
+    assert got.loc["layer3", "n"] == 256 and got.loc["layer3", "row"] == 2  # 64 px -> 4 x 4 map
+    assert got.loc["layer3.1.relu:1", "n"] == 256
+    assert got.loc["conv1", "n"] == 64 and got.loc["conv1", "row"] == 16
+    stim = gratings(64)
+    rec = grating_responses(model, stim, ["layer3", "layer3.1.relu:1"])
+    a = rec.sel(unit=rec.layer == "layer3").values
+    b = rec.sel(unit=rec.layer == "layer3.1.relu:1").values
+    np.testing.assert_allclose(a, b, rtol=1e-6)  # the block output is its last relu call
+
+
+def test_list_layers_shows_call_sites(handmade):
+    from netphys.models import list_layers
+
+    t = list_layers(handmade).set_index("module")
+    assert t.loc["conv1", "post_site"] == "act:0" and t.loc["conv3", "post_site"] == "act:1"
+    assert t.loc["conv2", "post_site"] == "relu(bn2)" and t.loc["conv5", "post_site"] == "unreadable"
+    assert t["calls"].tolist() == [1] * len(t)
+    r = list_layers(_model("resnet18")).set_index("module")
+    assert r.loc["layer2.0.conv2", "post_site"] == "layer2.0.relu:1"

@@ -283,7 +283,7 @@ def test_report_and_cache(run, folder):
     html = (out / "report.html").read_text()
     assert "Findings" in html and "Spearman" in html and "Ablation" in html
     for stem in ("gosi_histograms", "tuning_curves", "dynamics", "sweep", "ablation", "invariance"):
-        assert (out / f"{stem}.png").is_file()
+        assert (out / f"{stem}.png").is_file() and (out / f"{stem}_single.png").is_file()
     prov = json.loads((out / "provenance.json").read_text())
     assert set(prov["summary"]["gosi_by_layer"]) == set(cfg.layers)
     assert prov["cache"]["main_network"] == {"computed": 1, "reused": 0}

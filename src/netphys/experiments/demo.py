@@ -113,7 +113,7 @@ def run_demo(out="netphys-demo", *, random_state: int = 0, progress: bool = True
     rep.heading("Intrinsic dimension across layers")
     fig = plot_id_layers(rid)
     rep.figure(fig, f"TwoNN ID of {cfgs['id_layers'].units} post-activation units per layer "
-               f"(mean +- SD over {rid.sizes['realisation']} draws of units).", stem=out / "id_layers")
+               f"(mean \u00b1 SD over {rid.sizes['realisation']} draws of units).", stem=out / "id_layers")
     plt.close(fig)
 
     if orient_report is not None:

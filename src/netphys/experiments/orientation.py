@@ -1083,11 +1083,9 @@ def _findings(fr: dict, cfg) -> list[str]:
     return f
 
 
-def _figure(report, ctx, fig, caption: str, stem: str) -> None:
-    import matplotlib.pyplot as plt
-
-    report.figure(fig, caption, stem=None if ctx.out is None else ctx.out / stem)
-    plt.close(fig)
+def _figure(report, ctx, make, caption: str, stem: str) -> None:
+    """Embed ``make("double")`` and save both journal layouts (``stem``, ``stem_single``)."""
+    report.paper_figure(make, caption, stem=None if ctx.out is None else ctx.out / stem)
 
 
 def orientation_sections(result: xr.Dataset, report, ctx) -> None:
@@ -1103,8 +1101,9 @@ def orientation_sections(result: xr.Dataset, report, ctx) -> None:
     if "gosi" in fr:
         g, shuf = fr["gosi"], fr["shuffled"]
         report.heading("Selectivity (B1-B2)")
-        fig = plot_gosi_histograms({l: g["gosi"].values[g["layer"].values == l] for l in layers},
-                                   {l: shuf["gosi"].values[:, shuf["layer"].values == l] for l in layers})
+        fig = (lambda layout: plot_gosi_histograms(
+            {l: g["gosi"].values[g["layer"].values == l] for l in layers},
+            {l: shuf["gosi"].values[:, shuf["layer"].values == l] for l in layers}, layout=layout))
         _figure(report, ctx, fig, "Fig. 2: gOSI of every channel per layer (red) and after shuffling each unit's "
                 "activation matrix (blue); dashed: the 0.33 selectivity threshold.", "gosi_histograms")
         l2 = layers[1] if len(layers) > 1 else layers[0]
@@ -1112,20 +1111,21 @@ def orientation_sections(result: xr.Dataset, report, ctx) -> None:
         sel = np.flatnonzero(t["layer"].values == l2)
         gs = g["gosi"].values[sel]
         pick = sel[np.argsort(-gs)[np.linspace(0, sel.size - 1, min(10, sel.size)).astype(int)]]
-        _figure(report, ctx, plot_tuning_curves(t, units=list(pick)), f"Fig. 1: tuning curves of 10 {l2} "
+        _figure(report, ctx, lambda layout: plot_tuning_curves(t, units=list(pick), layout=layout), f"Fig. 1: tuning curves of 10 {l2} "
                 "channels spanning the gOSI range (max over phase at the preferred SPF).", "tuning_curves")
         report.table(fr["layer_summary"], "gOSI per layer (mean, median, fraction > 0.33, silent channels; "
                      "shuffled control)")
     if "dynamics" in fr:
         d = fr["dynamics"]
         report.heading("Training dynamics (B3)")
-        _figure(report, ctx, plot_dynamics(d["history"], d["spearman"], layers, epochs=cfg.spearman_epochs),
+        _figure(report, ctx, lambda layout: plot_dynamics(d["history"], d["spearman"], layers,
+                                                          epochs=cfg.spearman_epochs, layout=layout),
                 f"Fig. 3 ({d['note']}): loss and mean gOSI per epoch; validation loss vs mean gOSI (first "
                 f"{d['n_epochs']} epochs, darker = later); Spearman rho.", "dynamics")
         report.table(d["spearman"], "Spearman correlation of validation loss and mean gOSI")
     if "sweep" in fr:
         report.heading("Generalisation sweep (B3)")
-        _figure(report, ctx, plot_sweep(fr["sweep"], fr["sweep_rho"], layers),
+        _figure(report, ctx, lambda layout: plot_sweep(fr["sweep"], fr["sweep_rho"], layers, layout=layout),
                 "Fig. 4: (a) test loss vs mean gOSI per layer, one point per network (colour: augmentation; x: "
                 "label corruption); (b) Spearman rho per layer; (c) mean gOSI vs label-corruption rate. "
                 f"Backend: {fr['sweep_backend']}.", "sweep")
@@ -1137,7 +1137,7 @@ def orientation_sections(result: xr.Dataset, report, ctx) -> None:
     _causal_sections(fr, report, ctx, cfg.invariance_shift)
     if fr.get("v1") and "gosi" in fr:
         report.heading("V1 neurons with the same estimator")
-        _figure(report, ctx, plot_v1_comparison(fr["gosi"], fr["v1"], layers),
+        _figure(report, ctx, lambda layout: plot_v1_comparison(fr["gosi"], fr["v1"], layers, layout=layout),
                 "gOSI of the network's channels and of macaque V1 single units (Ecker et al. 2010; static "
                 "gratings: 8 orientations at the highest contrast; drifting: 16 directions, the two directions "
                 f"of an orientation taken as its 'phases'); rates in {list(cfg.v1_window_ms)} ms; baseline "
@@ -1149,16 +1149,16 @@ def orientation_sections(result: xr.Dataset, report, ctx) -> None:
 def _causal_sections(fr: dict, report, ctx, shift: float = 0.1) -> None:
     if "ablation" in fr:
         report.heading("Ablation (B4)")
-        _figure(report, ctx, plot_ablation(fr["ablation"]), "Fig. 5: change of test loss after clamping to zero "
+        _figure(report, ctx, lambda layout: plot_ablation(fr["ablation"], layout=layout), "Fig. 5: change of test loss after clamping to zero "
                 "the top-50% (red) or bottom-50% (blue) gOSI channels of one layer; grey: random halves; "
                 "*: top > 2x bottom.", "ablation")
         report.table(fr["ablation"], "ablation effects; gosi_/peak_: mean gOSI and mean peak grating response "
                      "of each group; silent_: channels silent to every grating")
     if "invariance" in fr:
         report.heading("Shift invariance (B5)")
-        _figure(report, ctx, plot_invariance(fr["invariance"]), "Fig. 6: coefficient of variation of single "
+        _figure(report, ctx, lambda layout: plot_invariance(fr["invariance"], layout=layout), "Fig. 6: coefficient of variation of single "
                 f"units under {100 * shift:.0f}% shifts (mean over horizontal, vertical and diagonal shifts; mean "
-                "+- SEM over units), intact (black) vs the top-gOSI half (red) or, as a control, the bottom-gOSI "
+                "\u00b1 SEM over units), intact (black) vs the top-gOSI half (red) or, as a control, the bottom-gOSI "
                 "half (blue) of a layer ablated.", "invariance")
         report.table(fr["invariance_tests"], "intact vs ablated (paired t-test over the same units, per layer)")
         wide = fr["invariance"].pivot_table(index="layer", columns=["network", "direction"], values="mean",
@@ -1446,13 +1446,15 @@ class OrientationDefaultModel(Experiment):
         for line in lines:
             report.text(line)
         g, shuf = fr["gosi"], fr["shuffled"]
-        fig = plot_gosi_histograms({l: g["gosi"].values[g["layer"].values == l] for l in layers},
-                                   {l: shuf["gosi"].values[:, shuf["layer"].values == l] for l in layers}, ncols=5)
+        fig = (lambda layout: plot_gosi_histograms(
+            {l: g["gosi"].values[g["layer"].values == l] for l in layers},
+            {l: shuf["gosi"].values[:, shuf["layer"].values == l] for l in layers},
+            ncols=5 if layout == "double" else 2, layout=layout))
         _figure(report, ctx, fig, "gOSI per layer (red) and shuffled control (blue).", "gosi_histograms")
         report.table(summ, "gOSI per layer")
         _causal_sections(fr, report, ctx)
         if fr.get("v1"):
-            _figure(report, ctx, plot_v1_comparison(g, fr["v1"], layers),
+            _figure(report, ctx, lambda layout: plot_v1_comparison(g, fr["v1"], layers, layout=layout),
                     "Network channels vs V1 single units, same gOSI estimator.", "v1_comparison")
 
 

@@ -16,8 +16,18 @@ import torch
 from torch import nn
 
 from .._validation import NetphysError, check_choice, param_error
-from ..models.layers import resolve_layer
+from ..models.layers import post_error, resolve_layer
 from ..recording.hooks import hooks
+
+# elementwise activations whose inverse gives the pre-activation value that the activation maps to
+# ``value`` (a functional activation, ``F.relu`` in a forward, has no module whose output a hook can
+# change: the clamp is applied to its input instead); name -> (inverse, valid range of value)
+_INVERSES = {
+    "relu": (lambda v: v, lambda v: v >= 0), "relu_": (lambda v: v, lambda v: v >= 0),
+    "tanh": (np.arctanh, lambda v: -1 < v < 1), "tanh_": (np.arctanh, lambda v: -1 < v < 1),
+    "sigmoid": (lambda v: np.log(v / (1 - v)), lambda v: 0 < v < 1),
+    "sigmoid_": (lambda v: np.log(v / (1 - v)), lambda v: 0 < v < 1),
+}
 
 __all__ = ["ablate_units", "layer_channels", "split_by_score"]
 
@@ -70,8 +80,13 @@ def ablate_units(model: nn.Module, layer: str, channels, site: str = "post", *, 
         Channels (conv) or features (FC) to clamp; for a conv layer every spatial position of the
         channel's map is clamped (the paper's "unit" is the feature map). Empty: no change.
     site : {"post", "pre"}, default "post"
-        ``"post"``: the output of the activation after the layer (what the next layer receives;
-        the layer output itself if it has no activation). ``"pre"``: the conv/linear output.
+        ``"post"``: the output of the activation after the layer, found in the traced graph as for
+        :func:`netphys.recording.record` (what the next layer receives; the layer output itself if
+        it has no activation). A shared activation module is clamped only at the call that follows
+        this layer (torchvision ResNet's ``relu``, called twice per block); for a ResNet block's last
+        conv that call follows the residual sum, so the block output's channel is clamped. A
+        functional activation (``F.relu`` in a ``forward``) is clamped through its input, set to the
+        value the activation maps to ``value`` (ReLU, tanh, sigmoid). ``"pre"``: the conv/linear output.
     value : float, default 0.0
         The clamp value (0 silences the unit).
 
@@ -102,13 +117,38 @@ def ablate_units(model: nn.Module, layer: str, channels, site: str = "post", *, 
     li = resolve_layer(model, layer, func)
     n = layer_channels(model, li.module, func)
     idx = _check_channels(channels, n, func)
-    target = li.activation if (site == "post" and li.activation is not None) else li.module
+    target, call, fill = li.module, li.call, float(value)
+    if site == "post":
+        why = post_error(model, li)
+        if why:
+            raise param_error("site", func, "a site a hook can change", "post",
+                              f"layer {layer!r}: {why}; ablate site='pre'")
+        st = li.post
+        if st is not None:
+            target, call = st.module, st.call
+            if st.fn is not None:
+                inv = _INVERSES.get(st.fn_name)
+                if inv is None or not inv[1](fill):
+                    what = (f"a value its activation {st.fn_name!r} can take" if inv is not None else
+                            f"a layer whose activation is a module or ReLU/tanh/sigmoid (its activation "
+                            f"{st.fn_name!r} is a function no hook can change)")
+                    raise param_error("site", func, what, "post",
+                                      f"layer {layer!r}, value={value}; ablate site='pre'")
+                fill = float(inv[0](fill))
     if idx.size == 0:
         yield model
         return
     cache: dict = {}
+    calls = {"k": 0}
+
+    def reset(_m, _inp):
+        calls["k"] = 0
 
     def clamp(_m, _inp, out):
+        k = calls["k"]
+        calls["k"] = k + 1
+        if call is not None and k != call:
+            return None
         if not isinstance(out, torch.Tensor) or out.ndim < 2 or out.shape[1] != n:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise NetphysError(f"ablate_units expected the output of {target!r} to have {n} channels "
@@ -117,11 +157,15 @@ def ablate_units(model: nn.Module, layer: str, channels, site: str = "post", *, 
         if key not in cache:
             cache[key] = torch.as_tensor(idx, device=out.device)
         out = out.clone()
-        out.index_fill_(1, cache[key], float(value))
+        out.index_fill_(1, cache[key], fill)
         return out
 
-    with hooks(model, {target: clamp}):
-        yield model
+    handle = model.register_forward_pre_hook(reset)  # call indices count within one forward pass
+    try:
+        with hooks(model, {target: clamp}):
+            yield model
+    finally:
+        handle.remove()
 
 
 def split_by_score(scores, fraction: float = 0.5, *, descending: bool = True):

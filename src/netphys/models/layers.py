@@ -307,12 +307,24 @@ def _with_graph(li: LayerInfo, graph: _Graph, call: int | None = None) -> LayerI
 
 
 def list_layers(model: nn.Module) -> pd.DataFrame:
-    """Table of the recordable layers: alias, dotted module name, kind, type, activation module, depth."""
+    """Table of the recordable layers.
+
+    Columns: ``alias``, dotted ``module`` name, ``kind``, module ``type``, ``activation`` (the
+    activation module after it when that module runs once per forward pass), ``post_site`` (the call
+    site ``site="post"`` reads, from the traced graph: ``act:1`` is the second call of a shared
+    module, ``relu(bn2)`` a functional activation applied to ``bn2``'s output; empty where the layer
+    has none and ``"post"`` records its own output), ``calls`` (calls per forward pass, from the
+    traced graph; empty when the model cannot be traced) and ``depth``.
+    """
     named = dict(model.named_modules())
+    graph = _graph(model)
     rows = []
     for li in layer_infos(model):
+        err = graph.post_error.get((li.module, li.call or 0)) if graph is not None else None
         rows.append({"alias": li.alias, "module": li.module, "kind": li.kind,
                      "type": type(named[li.module]).__name__, "activation": li.activation,
+                     "post_site": "unreadable" if err else (str(li.post) if li.post is not None else None),
+                     "calls": graph.calls.get(li.module) if graph is not None else None,
                      "depth": li.depth})
     return pd.DataFrame(rows)
 

@@ -22,13 +22,15 @@ __all__ = ["centre_units", "grating_responses"]
 def centre_units(model, layers, input_size: int) -> pd.DataFrame:
     """Unit table of the centre unit ``(H // 2, W // 2)`` of every channel of each layer.
 
-    FC layers contribute every feature (``row = col = -1``). Pass it to :func:`record` as ``units``.
+    FC layers contribute every feature (``row = col = -1``). ``layers`` are call sites as for
+    :func:`record` (aliases, module names, block outputs such as ``layer3``, ``name:k`` calls).
+    Pass it to :func:`record` as ``units``.
     """
     layers = [layers] if isinstance(layers, str) else list(layers)
     shapes = layer_shapes(model, layers, input_size)
     frames = []
     for l in layers:
-        shp = shapes[resolve_layer(model, l, "centre_units").alias]
+        shp = shapes[resolve_layer(model, l, "centre_units", sites=True).alias]
         if len(shp) == 3:
             c, h, w = shp
             frames.append(pd.DataFrame({"layer": l, "channel": np.arange(c), "row": h // 2, "col": w // 2}))
