@@ -1111,8 +1111,9 @@ def orientation_sections(result: xr.Dataset, report, ctx) -> None:
         sel = np.flatnonzero(t["layer"].values == l2)
         gs = g["gosi"].values[sel]
         pick = sel[np.argsort(-gs)[np.linspace(0, sel.size - 1, min(10, sel.size)).astype(int)]]
-        _figure(report, ctx, lambda layout: plot_tuning_curves(t, units=list(pick), layout=layout), f"Fig. 1: tuning curves of 10 {l2} "
-                "channels spanning the gOSI range (max over phase at the preferred SPF).", "tuning_curves")
+        _figure(report, ctx, lambda layout: plot_tuning_curves(t, units=list(pick), layout=layout),
+                f"Fig. 1: tuning curves of 10 {l2} channels spanning the gOSI range (max over phase at the "
+                "preferred SPF).", "tuning_curves")
         report.table(fr["layer_summary"], "gOSI per layer (mean, median, fraction > 0.33, silent channels; "
                      "shuffled control)")
     if "dynamics" in fr:
@@ -1149,14 +1150,15 @@ def orientation_sections(result: xr.Dataset, report, ctx) -> None:
 def _causal_sections(fr: dict, report, ctx, shift: float = 0.1) -> None:
     if "ablation" in fr:
         report.heading("Ablation (B4)")
-        _figure(report, ctx, lambda layout: plot_ablation(fr["ablation"], layout=layout), "Fig. 5: change of test loss after clamping to zero "
-                "the top-50% (red) or bottom-50% (blue) gOSI channels of one layer; grey: random halves; "
+        _figure(report, ctx, lambda layout: plot_ablation(fr["ablation"], layout=layout),
+                "Fig. 5: change of test loss after clamping to zero the top-50% (red) or bottom-50% (blue) gOSI channels of one layer; grey: random halves; "
                 "*: top > 2x bottom.", "ablation")
         report.table(fr["ablation"], "ablation effects; gosi_/peak_: mean gOSI and mean peak grating response "
                      "of each group; silent_: channels silent to every grating")
     if "invariance" in fr:
         report.heading("Shift invariance (B5)")
-        _figure(report, ctx, lambda layout: plot_invariance(fr["invariance"], layout=layout), "Fig. 6: coefficient of variation of single "
+        _figure(report, ctx, lambda layout: plot_invariance(fr["invariance"], layout=layout),
+                "Fig. 6: coefficient of variation of single "
                 f"units under {100 * shift:.0f}% shifts (mean over horizontal, vertical and diagonal shifts; mean "
                 "\u00b1 SEM over units), intact (black) vs the top-gOSI half (red) or, as a control, the bottom-gOSI "
                 "half (blue) of a layer ablated.", "invariance")

@@ -23,11 +23,10 @@ from ..recording.hooks import hooks
 # ``value`` (a functional activation, ``F.relu`` in a forward, has no module whose output a hook can
 # change: the clamp is applied to its input instead); name -> (inverse, valid range of value)
 _INVERSES = {
-    "relu": (lambda v: v, lambda v: v >= 0), "relu_": (lambda v: v, lambda v: v >= 0),
-    "tanh": (np.arctanh, lambda v: -1 < v < 1), "tanh_": (np.arctanh, lambda v: -1 < v < 1),
+    "relu": (lambda v: v, lambda v: v >= 0),
+    "tanh": (np.arctanh, lambda v: -1 < v < 1),
     "sigmoid": (lambda v: np.log(v / (1 - v)), lambda v: 0 < v < 1),
-    "sigmoid_": (lambda v: np.log(v / (1 - v)), lambda v: 0 < v < 1),
-}
+}  # in-place forms (``relu_``) share their entry
 
 __all__ = ["ablate_units", "layer_channels", "split_by_score"]
 
@@ -127,7 +126,7 @@ def ablate_units(model: nn.Module, layer: str, channels, site: str = "post", *, 
         if st is not None:
             target, call = st.module, st.call
             if st.fn is not None:
-                inv = _INVERSES.get(st.fn_name)
+                inv = _INVERSES.get((st.fn_name or "").rstrip("_"))
                 if inv is None or not inv[1](fill):
                     what = (f"a value its activation {st.fn_name!r} can take" if inv is not None else
                             f"a layer whose activation is a module or ReLU/tanh/sigmoid (its activation "

@@ -320,7 +320,7 @@ def list_layers(model: nn.Module) -> pd.DataFrame:
     graph = _graph(model)
     rows = []
     for li in layer_infos(model):
-        err = graph.post_error.get((li.module, li.call or 0)) if graph is not None else None
+        err = post_error(model, li)
         rows.append({"alias": li.alias, "module": li.module, "kind": li.kind,
                      "type": type(named[li.module]).__name__, "activation": li.activation,
                      "post_site": "unreadable" if err else (str(li.post) if li.post is not None else None),
