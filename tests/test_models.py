@@ -83,7 +83,7 @@ def test_alexnet_aliases_and_seeded_weights():
 
 def test_list_layers_shows_alias_and_module(small_vgg):
     table = list_layers(small_vgg)
-    assert list(table.columns) == ["alias", "module", "kind", "type", "activation", "depth"]
+    assert list(table.columns) == ["alias", "module", "kind", "type", "activation", "post_site", "calls", "depth"]
     assert len(table) == 13 + 5 + 3
     row = table.set_index("alias").loc["conv3_2"]
     # conv, batch norm, ReLU: conv3_2 is features.17 and its ReLU features.19
