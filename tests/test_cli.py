@@ -35,7 +35,7 @@ def test_layers(capsys):
     assert cli.main(["layers", "vgg16"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split() == ["alias", "module", "kind", "type", "activation", "depth"]
+    assert lines[0].split() == ["alias", "module", "kind", "type", "activation", "post_site", "calls", "depth"]
     assert lines[1].split()[:4] == ["conv1_1", "features.0", "conv", "Conv2d"]
     assert any(line.split()[:2] == ["conv5_3", "features.28"] for line in lines)
     assert any(line.split()[:2] == ["fc8", "classifier.6"] for line in lines)

@@ -430,7 +430,9 @@ class StimulusSet:
         u8 = torch.from_numpy(np.ascontiguousarray(self.load_images(index))).permute(0, 3, 1, 2)
         if device is not None:
             u8 = u8.to(device)
-        return self.preprocess.normalise(u8)
+        # contiguous NCHW: a channels-last view (the permuted HWC pixels) sends convolutions down another
+        # kernel, whose float32 sums differ in the last bit from the same input passed as a tensor
+        return self.preprocess.normalise(u8).contiguous()
 
     def grayscale(self, index=None) -> np.ndarray:
         """Grayscale images in [0, 1] (ITU-R 601 luma), (n, H, W) float32."""
