@@ -17,7 +17,8 @@ from .._validation import NetphysError, check_choice, check_device, check_int, p
 from ..models.layers import CallSite, default_layers, module_calls, post_error, resolve_layer
 from ..models.loading import model_info
 from ..stimuli import StimulusSet, as_stimulus_set
-from .hooks import StopForward, hooks, restored
+from .capture import Capture, site_reader
+from .hooks import hooks, restored
 
 log = logging.getLogger(__name__)
 
@@ -444,8 +445,9 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
         if probed[st] != shapes[l]:
             raise param_error("site", func, f"a site with the shape of layer {l!r} ({shapes[l]})", site,
                               f"its activation {str(st)!r} outputs shape {probed[st]}; record site='pre'")
-    # module -> {call index: [(rows, gather, fn)]}; call None (a module run once) is call 0
-    hook_targets: dict[str, dict] = {}
+    # one read per layer: (rows of the unit table, the call site, a copying gather); see Capture
+    rows_of: dict = {}
+    reads: dict = {}
     for l in layers:
         rows = np.flatnonzero(table["layer"].to_numpy() == l)
         sub = table.iloc[rows]
@@ -455,6 +457,7 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
             if ((ch < 0) | (ch >= shp[0])).any():
                 raise param_error("units", func, f"channels inside layer {l!r} of shape {shp}", "out-of-range unit")
             gather = _ChannelMean(ch, run_device, act=read_at[l].fn)
+            st = CallSite(read_at[l].module, read_at[l].call)  # the channel mean applies the activation
         else:
             try:
                 flat = _flat_index(sub, shp)
@@ -462,50 +465,21 @@ def record(model: nn.Module, stimuli: StimulusSet, layers=None, units=250, *, si
                 raise param_error("units", func, f"units inside layer {l!r} of shape {shp}", "out-of-range unit",
                                   str(exc)) from None
             gather = _Gather(np.unravel_index(np.asarray(flat, dtype=np.int64), shp), run_device)
-        st = read_at[l]
-        act = None if reduce == "channel_mean" else st.fn  # the channel mean applies it before averaging
-        hook_targets.setdefault(st.module, {}).setdefault(st.call or 0, []).append((rows, gather, act))
+            st = read_at[l]
+        rows_of[l] = rows
+        # gathering copies: a later in-place activation cannot change these values
+        reads[l] = (st, site_reader(st, gather, detach=True))
     n, u = len(stimuli), len(table)
     out = np.empty((n, u), dtype=np.float32)
-    n_sites = sum(len(v) for v in hook_targets.values())
-    current: dict = {"calls": {}, "done": 0, "got": []}
-
-    def make(target, by_call):
-        def fn(_m, _inp, output):
-            k = current["calls"].get(target, 0)
-            current["calls"][target] = k + 1
-            entries = by_call.get(k)
-            if entries is None:
-                return
-            if not isinstance(output, torch.Tensor):
-                raise NetphysError(f"module {target!r} returned {type(output).__name__}, not a tensor")
-            o = output.detach()
-            for (rows, gather, act) in entries:
-                # gathering copies: a later in-place activation cannot change these values
-                v = gather(o).to(torch.float32)
-                current["got"].append((rows, act(v) if act is not None else v))
-            current["done"] += 1
-            if current["done"] == n_sites:  # every site read: skip the rest of the network
-                raise StopForward
-        return fn
-
-    fns = {t: make(t, by_call) for t, by_call in hook_targets.items()}
+    cols = np.concatenate([rows_of[l] for l in layers])
     with restored(model, device=run_device), torch.no_grad():
         bar = tqdm(total=n, desc=f"record {model_info(model).name}", unit="img", disable=not progress)
         try:
-            with hooks(model, fns):
+            with Capture(model, reads) as capture:
                 for idx, x in stimuli.batches(batch_size, device=run_device):
-                    current["calls"] = {}
-                    current["done"] = 0
-                    current["got"] = []
-                    try:
-                        model(x)
-                    except StopForward:
-                        pass
+                    got = capture(x)
                     # one device -> host copy per batch (not one per layer: each copy syncs a GPU)
-                    got = current["got"]
-                    cols = np.concatenate([rows for rows, _ in got])
-                    vals = torch.cat([v for _, v in got], dim=1).cpu().numpy()
+                    vals = torch.cat([got[l] for l in layers], dim=1).cpu().numpy()
                     out[np.ix_(idx, cols)] = vals
                     bar.update(len(idx))
         except RuntimeError as exc:
