@@ -445,3 +445,35 @@ class GrayscaleSpace(Generator):
         else:
             d.update(blur=self.blur_sigma)
         return d
+
+
+#: image spaces by name (``make_space``); "prior" is the shipped 64-px DeePSiM-style prior
+SPACES = ("fourier", "pixel", "grayscale", "prior", "dcgan_faces")
+
+
+def make_space(name: str, image_size: int, **options) -> Generator:
+    """An image space by name at ``image_size`` px (options go to its constructor).
+
+    ``"fourier"`` :class:`FourierSpace`, ``"pixel"`` :class:`PixelSpace`, ``"grayscale"``
+    :class:`GrayscaleSpace`, ``"prior"`` the shipped 64-px DeePSiM-style prior
+    (:class:`netphys.synthesis.prior.DeePSiMPrior`, always 64 px: objectives resize images to the model's
+    input size), ``"dcgan_faces"`` the
+    DCGAN of the ``gan-face-generate`` wheel (:class:`netphys.synthesis.gans.DCGANFaces`).
+    """
+    func = "make_space"
+    if name not in SPACES:
+        raise param_error("space", func, f"one of {list(SPACES)}", name,
+                          "or pass a netphys.synthesis.Generator instance (a user's GAN) to evolve")
+    if name == "fourier":
+        return FourierSpace(image_size, **options)
+    if name == "pixel":
+        return PixelSpace(image_size, **options)
+    if name == "grayscale":
+        return GrayscaleSpace(image_size, **options)
+    if name == "prior":
+        from .prior import DeePSiMPrior
+
+        return DeePSiMPrior.pretrained(**options)  # 64 px; objectives resize images to the model's input
+    from .gans import DCGANFaces
+
+    return DCGANFaces(image_size=image_size, **options)
