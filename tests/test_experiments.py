@@ -261,6 +261,23 @@ def test_fig2_on_user_arrays(tmp_path):
     plot_fig2(res)
 
 
+def test_fig2_areas_with_different_numbers_of_sample_sizes(tmp_path):
+    """A small area gets fewer distinct sub-population sizes; its curve is padded, not a crash."""
+    from netphys.experiments.population import Fig2Config, plot_fig2, run_fig2
+
+    rng = np.random.default_rng(1)
+    latent = rng.normal(size=(300, 3))
+    for area, n in (("V1", 60), ("LL", 8)):
+        np.save(tmp_path / f"{area}.npy", latent @ rng.normal(size=(3, n)) + 0.01 * rng.normal(size=(300, n)))
+    cfg = Fig2Config(datasets=(f"files:V1={tmp_path / 'V1.npy'},LL={tmp_path / 'LL.npy'}",), n_repeats=3,
+                     n_boot=5, min_neurons=6, n_sizes=6)
+    res = run_fig2(cfg, tmp_path / "out", progress=False)
+    n_ok = np.isfinite(res["n_units"]).sum("size").values
+    assert list(res["area"].values) == ["V1", "LL"] and n_ok[0] == 6 and 0 < n_ok[1] < 6
+    assert res["n_units"].sel(area="LL").max() == 8
+    plot_fig2(res)
+
+
 def test_fig3_category_needs_classes(tmp_path):
     d = tmp_path / "only" / "val"
     d.mkdir(parents=True)

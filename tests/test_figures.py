@@ -3,11 +3,13 @@ collisions, config/provenance tables and warning boxes (fast: synthetic results,
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
 from netphys._validation import NetphysError
-from netphys.plotting.style import MIN_FONT_PT, WIDTHS, overlapping_labels, text_sizes
+from netphys.plotting.style import (MIN_FONT_PT, WIDTHS, clear_texts, clipped_texts, covered_data,
+                                    overlapping_labels, text_sizes)
 
 import matplotlib  # noqa: E402  (a hard dependency of netphys)
 matplotlib.use("Agg")
@@ -44,9 +46,114 @@ def fig2_result():
                        "id_full": ("area", [6.9, 7.0, 7.1, 5.9])}, coords={"area": areas})
 
 
+def fig4_result():
+    """Trained, random and three hybrids on luminosity and contrast (each hybrid with a null of its own)."""
+    rng = np.random.default_rng(3)
+    nets = ["trained", "random", "hybrid:1", "hybrid:2", "hybrid:3"]
+    feats = ["luminosity", "contrast"]
+    shape = (len(nets), 2, len(LAYERS), len(feats))
+    dims = ("network", "realisation", "layer", "feature")
+    return xr.Dataset({"information": (dims, 0.3 + 0.1 * rng.random(shape)),
+                       "null": (dims, 0.2 + 0.01 * rng.random(shape)), "null_band": (dims, np.full(shape, 0.02))},
+                      coords={"network": nets, "realisation": [0, 1], "layer": LAYERS, "feature": feats,
+                              "kind": ("layer", KINDS), "depth": ("layer", np.arange(16))})
+
+
+def fig5_result():
+    rng = np.random.default_rng(4)
+    nets, n = ["trained", "random"], len(LAYERS)
+    acc = np.clip(np.linspace(0.2, 0.9, n)[None, :, None] + 0.05 * rng.standard_normal((2, n, 5)), 0, 1)
+    return xr.Dataset({"val_accuracy": (("network", "layer", "subsample"), acc),
+                       "train_accuracy": (("network", "layer", "subsample"), np.clip(acc + 0.2, 0, 1)),
+                       "n_units": (("network", "layer"), np.full((2, n), 100)),
+                       "category_information": (("network", "layer"), 0.05 + 0.3 * rng.random((2, n))),
+                       "category_null": (("network", "layer"), np.full((2, n), 0.05))},
+                      coords={"network": nets, "layer": LAYERS, "kind": ("layer", KINDS)}, attrs={"chance": 0.1})
+
+
+#: the orientation rig's layers (reference CNN) and the shipped VGG's hidden layers (default model)
+ORI = ["conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc7"]
+VGG = LAYERS[:-1]
+
+
+def tuning_result(n=10):
+    """Tuning curves of ``n`` channels from sharply tuned to flat (one of them silent to half the gratings)."""
+    rng = np.random.default_rng(2)
+    ori, ph, sf = np.arange(0, 180, 15.0), np.array([0.0, 90, 180, 270]), np.array([2.0, 4.0, 8.0])
+    pref, sharp = rng.uniform(0, 180, n), np.linspace(4, 0, n)
+    r = np.exp(sharp[:, None] * (np.cos(np.deg2rad(2 * (ori[None] - pref[:, None]))) - 1))
+    r[0] = np.where(r[0] > 0.5, r[0], 0.0)
+    vals = 3 * r[:, :, None, None] * (1 + 0.1 * rng.random((n, ori.size, ph.size, sf.size)))
+    return xr.DataArray(vals, dims=("unit", "orientation", "phase", "sf"),
+                        coords={"unit": np.arange(n), "orientation": ori, "phase": ph, "sf": sf,
+                                "layer": ("unit", ["conv2"] * n), "channel": ("unit", np.arange(n))},
+                        attrs={"sf_units": "cycles/image", "units": "a.u."})
+
+
+def gosi_by_layer(layers):
+    """gOSI per layer (some piled up near 1, under the percentages) and two shuffles of each."""
+    rng = np.random.default_rng(5)
+    g, shuf = {}, {}
+    for i, l in enumerate(layers):
+        n = 16 * 2 ** min(i // 2, 4)
+        g[l] = rng.beta(5, 1, n) if i % 3 == 2 else rng.beta(2, 4, n)
+        shuf[l] = rng.beta(1.5, 6, (2, n))
+    return g, shuf
+
+
+def dynamics_result():
+    rng = np.random.default_rng(6)
+    ep = np.arange(16)
+    hist = pd.DataFrame({"train_loss": np.r_[np.nan, 2.2 * np.exp(-ep[1:] / 6)],
+                         "val_loss": 2.3 * np.exp(-ep / 8) + 0.6, **{f"gosi_{l}": 0.2 + 0.1 * rng.random(16)
+                                                                      for l in ORI}}, index=pd.Index(ep, name="epoch"))
+    rho = [-1.0, -0.9, 0.95, 1.0, 0.1, -0.3, 0.6]
+    return hist, pd.DataFrame({"rho": rho, "p": [0.001, 0.01, 0.01, 0.001, 0.7, 0.3, 0.1]}, index=ORI)
+
+
+def sweep_result():
+    rng = np.random.default_rng(7)
+    rows = [("none", 0.0), ("shift", 0.0), ("flip", 0.0), ("shift+flip", 0.0), ("none", 0.5), ("none", 1.0)]
+    sweep = pd.DataFrame([{"augmentation": a, "corruption": c, "test_loss": 1.5 + c + 0.1 * rng.random(),
+                           **{f"gosi_{l}": 0.2 + 0.1 * rng.random() for l in ORI}} for a, c in rows])
+    rho = pd.DataFrame({"rho_all": np.linspace(-1, 1, 7), "rho_augmentation": np.linspace(1, -1, 7)}, index=ORI)
+    return sweep, rho
+
+
+def ablation_result(layers):
+    rng = np.random.default_rng(8)
+    n = len(layers)
+    top, bottom = 2.5 * rng.random(n), 2.5 * rng.random(n)
+    return pd.DataFrame({"d_top": top, "d_bottom": bottom, "d_random": (top + bottom) / 2,
+                         "d_random_sd": 0.2 * rng.random(n), "marked": top > 2 * bottom}, index=layers)
+
+
+def invariance_result(layers, ablated):
+    rng = np.random.default_rng(9)
+    rows = []
+    for net, abl, grp in [("intact", "none", "none")] + [(f"{a} {g}-gOSI ablated", a, g) for a in ablated
+                                                          for g in ("top", "bottom")]:
+        for l in layers:
+            rows.append({"layer": l, "direction": "all", "mean": 0.1 + 0.6 * rng.random(), "sem": 0.05,
+                         "network": net, "ablated_layer": abl, "group": grp})
+    return pd.DataFrame(rows)
+
+
+def v1_result(layers):
+    rng = np.random.default_rng(10)
+    g, _ = gosi_by_layer(layers)
+    net = xr.Dataset({"gosi": ("unit", np.concatenate(list(g.values())))},
+                     coords={"layer": ("unit", np.concatenate([[l] * v.size for l, v in g.items()]))})
+    return net, {"V1 static": xr.Dataset({"gosi": ("unit", rng.beta(3, 3, 103))}),
+                 "V1 drifting": xr.Dataset({"gosi": ("unit", rng.beta(3, 3, 290))})}
+
+
 def paper_figures(layout):
+    """Every paper figure function at ``layout``, on results shaped like the experiments' (the orientation
+    figures both for the 7-layer rig and for the 15 hidden layers of the shipped VGG)."""
     from netphys.experiments import population as pop
     from netphys.experiments import prune_distill as pd_
+    from netphys.plotting import selectivity as sel
 
     r = fig3_result()
     rng = np.random.default_rng(1)
@@ -54,18 +161,41 @@ def paper_figures(layout):
     ident = xr.Dataset({"id": (("network", "realisation", "layer"), 5 + rng.random((2, 3, 16)))},
                        coords={"network": ["trained", "random"], "realisation": [0, 1, 2], "layer": LAYERS,
                                "kind": ("layer", KINDS)})
-    return {"fig3": pd_.plot_fig3(r, inset=inset, layout=layout),
-            "fig4": pd_.plot_fig4(r.sel(feature=["luminosity", "contrast"]), layout=layout),
-            "id_layers": pop.plot_id_layers(ident, layout=layout), "fig2": pop.plot_fig2(fig2_result(), layout=layout)}
+    figs = {"fig3": lambda: pd_.plot_fig3(r, inset=inset, layout=layout),
+            "fig4": lambda: pd_.plot_fig4(fig4_result(), layout=layout),
+            "fig5": lambda: pop.plot_fig5(fig5_result(), layout=layout),
+            "id_layers": lambda: pop.plot_id_layers(ident, layout=layout),
+            "fig2": lambda: pop.plot_fig2(fig2_result(), layout=layout),
+            "tuning_curves": lambda: sel.plot_tuning_curves(tuning_result(), layout=layout),
+            "dynamics": lambda: sel.plot_dynamics(*dynamics_result(), ORI, epochs=15, layout=layout),
+            "sweep": lambda: sel.plot_sweep(*sweep_result(), ORI, layout=layout)}
+    for name, layers in (("rig", ORI), ("vgg", VGG)):
+        ablated = layers[1:3]
+        figs.update({
+            f"gosi_histograms_{name}": lambda layers=layers: sel.plot_gosi_histograms(
+                *gosi_by_layer(layers), ncols=(5 if layout == "double" else 3) if layers is VGG else None,
+                layout=layout),
+            f"ablation_{name}": lambda layers=layers: sel.plot_ablation(ablation_result(layers), layout=layout),
+            f"invariance_{name}": lambda layers=layers, ablated=ablated: sel.plot_invariance(
+                invariance_result(layers, ablated), layout=layout),
+            f"v1_comparison_{name}": lambda layers=layers: sel.plot_v1_comparison(*v1_result(layers), layers,
+                                                                                   layout=layout)})
+    for name, make in figs.items():
+        yield name, make()
 
 
 @pytest.mark.parametrize("layout", ["double", "single"])
 def test_paper_figures_are_print_sized_legible_and_uncluttered(layout):
-    for name, fig in paper_figures(layout).items():
+    """Every paper figure: the layout's width, at most 9 in high, text >= 6 pt, no colliding labels, no text
+    off the page, no legend, inset or in-panel text over data."""
+    for name, fig in paper_figures(layout):
         assert fig.get_size_inches()[0] == pytest.approx(WIDTHS[layout]), name
+        assert fig.get_size_inches()[1] <= 9.0, name
         sizes = text_sizes(fig)
         assert sizes and min(s for _, s in sizes) >= MIN_FONT_PT, (name, min(sizes, key=lambda t: t[1]))
         assert overlapping_labels(fig) == [], name
+        assert clipped_texts(fig) == [], name
+        assert covered_data(fig) == [], name
         plt.close(fig)
 
 
@@ -73,6 +203,75 @@ def test_overlap_detector_finds_colliding_labels():
     fig, ax = plt.subplots(figsize=(1.0, 1.0))
     ax.set_xticks(range(20), [f"label{i}" for i in range(20)])
     assert overlapping_labels(fig)
+    plt.close(fig)
+
+
+def _panel(**kw):
+    fig, ax = plt.subplots(figsize=(3.5, 2.5), layout="constrained", **kw)
+    return fig, ax
+
+
+def test_cover_detector_fires_on_a_legend_on_a_line_and_is_quiet_beside_it():
+    # bad: a line of two points whose segment runs under the legend (no vertex inside the legend's box)
+    fig, ax = _panel()
+    ax.plot([0, 1], [0.9, 0.9], label="a line under the legend")
+    ax.plot([0, 1], [0.0, 0.1], label="low")
+    ax.legend(loc="upper center")
+    found = covered_data(fig)
+    assert found and found[0][0].startswith("legend") and "a line under the legend" in found[0][2]
+    plt.close(fig)
+    # good: the same legend where the panel is empty, and a figure legend outside the panel
+    for place in ("axes", "figure"):
+        fig, ax = _panel()
+        ax.plot([0, 1], [0.9, 0.9], label="high")
+        ax.plot([0, 1], [0.0, 0.1], label="low")
+        if place == "axes":
+            ax.set_ylim(-0.05, 1.6)
+            ax.legend(loc="upper center", ncols=2)
+        else:
+            fig.legend(loc="outside lower center", ncols=2)
+        assert covered_data(fig) == [], place
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("case", ["bars", "scatter", "band", "errorbar", "inset", "text", "figure legend"])
+def test_cover_detector_sees_every_kind_of_data_and_cover(case):
+    fig, ax = _panel()
+    x = np.linspace(0, 1, 40)
+    if case == "bars":
+        ax.bar(x[::5], 1 + x[::5], width=0.1, label="bars")
+    elif case == "scatter":
+        ax.scatter(x, x, label="points")
+    elif case == "band":
+        ax.fill_between(x, 0, 1, alpha=0.3, label="band")
+    elif case == "errorbar":
+        ax.errorbar([0, 1], [0, 0], yerr=[5, 5], fmt="o", label="SD")
+        ax.set_ylim(-6, 6)
+    else:
+        ax.plot([0, 1], [0, 1], label="line")  # two points: only its segment passes under the cover
+    if case == "inset":
+        ax.inset_axes([0.3, 0.3, 0.4, 0.4]).plot([0, 1], [0, 1])
+    elif case == "text":
+        ax.text(0.5, 0.5, "a statistic", transform=ax.transAxes, ha="center", va="center")
+    elif case == "figure legend":
+        fig.legend(loc="center")
+    else:
+        ax.legend(loc="center" if case != "errorbar" else "upper left", bbox_to_anchor=None)
+    cover = {"inset": "inset", "text": "text", "figure legend": "figure legend"}.get(case, "legend of")
+    found = covered_data(fig)
+    assert found and all(f[0].startswith(cover) for f in found), (case, found)
+    plt.close(fig)
+
+
+def test_clear_texts_lifts_data_from_under_a_statistic_and_clipped_texts_sees_the_page_edge():
+    fig, ax = _panel()
+    ax.bar(np.arange(10), np.r_[np.ones(9), 10.0])
+    ax.text(0.97, 0.97, "42% > 0.33", transform=ax.transAxes, ha="right", va="top")
+    assert covered_data(fig)
+    clear_texts(ax)
+    assert covered_data(fig) == [] and clipped_texts(fig) == []
+    fig.suptitle("a title far too long for a panel three and a half inches wide, running off both of its edges")
+    assert clipped_texts(fig)
     plt.close(fig)
 
 

@@ -406,6 +406,14 @@ def _measure(model, grats: StimulusSet, cfg: OrientationConfig) -> tuple[xr.Data
     return resp, channel_gosi(resp)
 
 
+def _with_grating_units(tun: xr.DataArray, grats: StimulusSet) -> xr.DataArray:
+    """The tuning array with the gratings' units (``sf_units`` ...), which the figures print."""
+    for key in ("sf_units", "orientation_units", "phase_units"):
+        if key in grats.attrs:
+            tun.attrs.setdefault(key, grats.attrs[key])
+    return tun
+
+
 def _layer_means(g: xr.Dataset, layers) -> dict:
     df = gosi_by_layer(g, layers)
     out = {f"gosi_{l}": float(df.loc[l, "mean_gosi"]) for l in layers}
@@ -927,7 +935,7 @@ def orientation_result(cfg: OrientationConfig, ctx) -> xr.Dataset:
         hist_vars.attrs = {}
         extra.append(hist_vars)
         resp, g = _measure(model, grats, cfg)
-        tun = tuning_array(resp)
+        tun = _with_grating_units(tuning_array(resp), grats)
         shuf = shuffled_gosi(tun, random_state=ctx.seed(STREAMS["shuffle"]), n_shuffles=cfg.n_shuffles)
         parts.update(g=g, shuf=shuf, tun=tun, layer_summary=gosi_by_layer_with_control(g, shuf, cfg.layers))
         ev = evaluate(model, split_stimuli(data, "test"), batch_size=cfg.eval_batch_size)
@@ -1083,6 +1091,12 @@ def _findings(fr: dict, cfg) -> list[str]:
     return f
 
 
+#: what the marks of the V1 comparison figure mean (its caption)
+_V1_MARKS = ("Top: percentage of units with gOSI > 0.33 (the dashed line below). Bottom: boxes, median and "
+             "quartiles; whiskers, the furthest unit within 1.5 interquartile ranges; dots, single units; in "
+             "brackets, the number of units.")
+
+
 def _figure(report, ctx, make, caption: str, stem: str) -> None:
     """Embed ``make("double")`` and save both journal layouts (``stem``, ``stem_single``)."""
     report.paper_figure(make, caption, stem=None if ctx.out is None else ctx.out / stem)
@@ -1104,16 +1118,20 @@ def orientation_sections(result: xr.Dataset, report, ctx) -> None:
         fig = (lambda layout: plot_gosi_histograms(
             {l: g["gosi"].values[g["layer"].values == l] for l in layers},
             {l: shuf["gosi"].values[:, shuf["layer"].values == l] for l in layers}, layout=layout))
-        _figure(report, ctx, fig, "Fig. 2: gOSI of every channel per layer (red) and after shuffling each unit's "
-                "activation matrix (blue); dashed: the 0.33 selectivity threshold.", "gosi_histograms")
+        _figure(report, ctx, fig, "Fig. 2: gOSI of every channel per layer (red bars) and after shuffling each "
+                "unit's activation matrix (blue outline, units per shuffle); dashed: the 0.33 selectivity "
+                "threshold; top right: the percentage of channels above it (red: gratings, blue: shuffled).",
+                "gosi_histograms")
         l2 = layers[1] if len(layers) > 1 else layers[0]
         t = fr["tuning"]
         sel = np.flatnonzero(t["layer"].values == l2)
         gs = g["gosi"].values[sel]
         pick = sel[np.argsort(-gs)[np.linspace(0, sel.size - 1, min(10, sel.size)).astype(int)]]
         _figure(report, ctx, lambda layout: plot_tuning_curves(t, units=list(pick), layout=layout),
-                f"Fig. 1: tuning curves of 10 {l2} channels spanning the gOSI range (max over phase at the "
-                "preferred SPF).", "tuning_curves")
+                f"Fig. 1: tuning curves of 10 {l2} channels spanning the gOSI range: the activation at each "
+                "orientation, max over phase at the channel's preferred spatial frequency (SF, cycles per image, "
+                "in each title with the gOSI); the curve is 180-deg periodic (the 0-deg point is repeated at "
+                "180 deg).", "tuning_curves")
         report.table(fr["layer_summary"], "gOSI per layer (mean, median, fraction > 0.33, silent channels; "
                      "shuffled control)")
     if "dynamics" in fr:
@@ -1121,14 +1139,17 @@ def orientation_sections(result: xr.Dataset, report, ctx) -> None:
         report.heading("Training dynamics (B3)")
         _figure(report, ctx, lambda layout: plot_dynamics(d["history"], d["spearman"], layers,
                                                           epochs=cfg.spearman_epochs, layout=layout),
-                f"Fig. 3 ({d['note']}): loss and mean gOSI per epoch; validation loss vs mean gOSI (first "
-                f"{d['n_epochs']} epochs, darker = later); Spearman rho.", "dynamics")
+                f"Fig. 3 ({d['note']}): (a) training (dashed) and validation loss per epoch; (b) mean gOSI per "
+                f"layer per epoch; (c) validation loss vs mean gOSI, one point per epoch (first {d['n_epochs']} "
+                "epochs; fill: white = first, black = last; outline: the layer's colour in b); (d) Spearman rho of "
+                "the two over those epochs (*: p < 0.05).", "dynamics")
         report.table(d["spearman"], "Spearman correlation of validation loss and mean gOSI")
     if "sweep" in fr:
         report.heading("Generalisation sweep (B3)")
         _figure(report, ctx, lambda layout: plot_sweep(fr["sweep"], fr["sweep_rho"], layers, layout=layout),
                 "Fig. 4: (a) test loss vs mean gOSI per layer, one point per network (colour: augmentation; x: "
-                "label corruption); (b) Spearman rho per layer; (c) mean gOSI vs label-corruption rate. "
+                "label corruption); (b) mean gOSI vs label-corruption rate (networks without augmentation); "
+                "(c) Spearman rho per layer over all networks and over those with clean labels. "
                 f"Backend: {fr['sweep_backend']}.", "sweep")
         cols = ["augmentation", "corruption", "seed", "epoch", "train_loss", "train_accuracy", "test_loss",
                 "test_accuracy"] + [f"gosi_{l}" for l in layers]
@@ -1139,10 +1160,11 @@ def orientation_sections(result: xr.Dataset, report, ctx) -> None:
     if fr.get("v1") and "gosi" in fr:
         report.heading("V1 neurons with the same estimator")
         _figure(report, ctx, lambda layout: plot_v1_comparison(fr["gosi"], fr["v1"], layers, layout=layout),
-                "gOSI of the network's channels and of macaque V1 single units (Ecker et al. 2010; static "
+                "gOSI of the network's channels (blue) and of macaque V1 single units (orange; Ecker et al. "
+                "2010; static "
                 "gratings: 8 orientations at the highest contrast; drifting: 16 directions, the two directions "
                 f"of an orientation taken as its 'phases'); rates in {list(cfg.v1_window_ms)} ms; baseline "
-                f"'{cfg.v1_baseline}'.", "v1_comparison")
+                f"'{cfg.v1_baseline}'. " + _V1_MARKS, "v1_comparison")
         report.json({k: dict(d.attrs) for k, d in fr["v1"].items()}, "V1 selection")
     report.json(summary(result), "summary")
 
@@ -1151,8 +1173,8 @@ def _causal_sections(fr: dict, report, ctx, shift: float = 0.1) -> None:
     if "ablation" in fr:
         report.heading("Ablation (B4)")
         _figure(report, ctx, lambda layout: plot_ablation(fr["ablation"], layout=layout),
-                "Fig. 5: change of test loss after clamping to zero the top-50% (red) or bottom-50% (blue) gOSI channels of one layer; grey: random halves; "
-                "*: top > 2x bottom.", "ablation")
+                "Fig. 5: change of test loss after clamping to zero the top-50% (red) or bottom-50% (blue) gOSI "
+                "channels of one layer; grey: random halves (mean \u00b1 SD); *: top > 2x bottom.", "ablation")
         report.table(fr["ablation"], "ablation effects; gosi_/peak_: mean gOSI and mean peak grating response "
                      "of each group; silent_: channels silent to every grating")
     if "invariance" in fr:
@@ -1392,7 +1414,7 @@ def default_model_result(cfg: DefaultModelConfig, ctx) -> xr.Dataset:
     grats = gratings(info.input_size, grid=cfg.grid, preprocess=info.preprocess)
     with ctx.timer("gosi"):
         resp, g = _measure(model, grats, ocfg)
-        tun = tuning_array(resp)
+        tun = _with_grating_units(tuning_array(resp), grats)
         shuf = shuffled_gosi(tun, random_state=ctx.seed(0))
     stim = demo_stimuli(info.preprocess)
     if cfg.n_images < len(stim):
@@ -1451,13 +1473,16 @@ class OrientationDefaultModel(Experiment):
         fig = (lambda layout: plot_gosi_histograms(
             {l: g["gosi"].values[g["layer"].values == l] for l in layers},
             {l: shuf["gosi"].values[:, shuf["layer"].values == l] for l in layers},
-            ncols=5 if layout == "double" else 2, layout=layout))
-        _figure(report, ctx, fig, "gOSI per layer (red) and shuffled control (blue).", "gosi_histograms")
+            ncols=5 if layout == "double" else 3, layout=layout))
+        _figure(report, ctx, fig, "gOSI per layer (red bars) and shuffled control (blue outline); dashed: the 0.33 "
+                "threshold; top right: the percentage of channels above it (red: gratings, blue: shuffled).",
+                "gosi_histograms")
         report.table(summ, "gOSI per layer")
         _causal_sections(fr, report, ctx)
         if fr.get("v1"):
             _figure(report, ctx, lambda layout: plot_v1_comparison(g, fr["v1"], layers, layout=layout),
-                    "Network channels vs V1 single units, same gOSI estimator.", "v1_comparison")
+                    "Network channels (blue) vs V1 single units (orange), same gOSI estimator. " + _V1_MARKS,
+                    "v1_comparison")
 
 
 @dataclass(frozen=True)

@@ -568,7 +568,8 @@ class Fig2(PaperFigureExperiment):
                                estimators=(dimension,), area=area, data=data_id, seed=ctx.seed("area", area))
             if ds.attrs.get("warning"):
                 ctx.warn(f"{area}: {ds.attrs['warning']}")
-            parts.append(ds)
+            # a small area has fewer distinct sample sizes: index 'size' so the outer join pads with NaN
+            parts.append(ds.assign_coords(size=np.arange(ds.sizes["size"])))
         res = xr.concat(parts, dim="area", join="outer", combine_attrs="drop").assign_coords(area=list(areas))
         # an asymptote is reliable when positive and its bootstrap SD (else its fit SD) is < half of it
         err = res["d_inf_boot_err"].where(np.isfinite(res["d_inf_boot_err"]), res["d_inf_err"])
@@ -613,12 +614,15 @@ def plot_fig2(result: xr.Dataset, *, layout: str = "double"):
 
     from ..plotting.style import paper_figure
 
+    areas = list(result["area"].values)
+    # the legend below grows with the number of areas; the panels keep their height
+    ncols = 4 if layout == "double" else 2
+    extra = 0.13 * max(0, int(np.ceil((len(areas) + 4) / ncols)) - 2)
     if layout == "double":
-        fig, (a, b) = paper_figure(layout, 2.7, nrows=1, ncols=2, func="plot_fig2",
+        fig, (a, b) = paper_figure(layout, 2.7 + extra, nrows=1, ncols=2, func="plot_fig2",
                                    gridspec_kw={"width_ratios": [1.4, 1]})
     else:
-        fig, (a, b) = paper_figure(layout, 4.9, nrows=2, ncols=1, func="plot_fig2")
-    areas = list(result["area"].values)
+        fig, (a, b) = paper_figure(layout, 4.9 + extra, nrows=2, ncols=1, func="plot_fig2")
     cmap = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(areas))))
     hs, ls = [], []
     for area, col in zip(areas, cmap):
@@ -656,7 +660,7 @@ def plot_fig2(result: xr.Dataset, *, layout: str = "double"):
            Line2D([], [], ls="none", marker="o", color="k", ms=3), Line2D([], [], ls="none", marker="x", color="0.5")]
     ls += ["A: power-law fit", "A: ± SD over sub-populations", "B: asymptote ± bootstrap SD (reliable fits)",
            "B: ID of all neurons"]
-    fig.legend(hs, ls, loc="outside lower center", ncols=4 if layout == "double" else 2, columnspacing=1.0)
+    fig.legend(hs, ls, loc="outside lower center", ncols=ncols, columnspacing=1.0)
     return fig
 
 

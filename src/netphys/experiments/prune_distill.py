@@ -553,7 +553,8 @@ def _draw_kernel_inset(ins, inset: dict, colors: dict) -> None:
     allv = np.concatenate([np.asarray(v) for v in inset.values()])
     bins_ = np.linspace(np.percentile(allv, 0.5), np.percentile(allv, 99.5), 30)
     for k, v in inset.items():
-        ins.hist(v, bins=bins_, color=colors.get(k, "0.5"), alpha=0.6, density=True, label=k)
+        # outlines: where the two overlap no third colour appears
+        ins.hist(v, bins=bins_, color=colors.get(k, "0.5"), histtype="step", lw=1.0, density=True, label=k)
     ins.set_xlabel("mean conv1 kernel weight", labelpad=1)
     ins.set_yticks([])
     ins.spines[["top", "right", "left"]].set_visible(False)
@@ -641,7 +642,8 @@ def plot_fig3(result: xr.Dataset, *, inset: dict | None = None, axes=None, null:
         if inset is not None and "luminosity" in feats:
             # the Fig. 3A inset belongs to the luminosity panel but sits in the spare slot, under the
             # legend, where it hides no data (placed in the slot's coordinates, outside the layout)
-            box = [0.1, 0.2, 0.85, 0.26] if layout == "double" else [0.1, 0.1, 0.85, 0.15]
+            # (single column: below the legend, in the band the neighbour's layer names take)
+            box = [0.1, 0.2, 0.85, 0.26] if layout == "double" else [0.12, -0.22, 0.8, 0.2]
             ins = axes[feats.index("luminosity")].inset_axes(box, transform=leg_ax.transAxes)
             ins.set_in_layout(False)
             _draw_kernel_inset(ins, inset, colors)
@@ -805,8 +807,8 @@ class Fig4(PaperFigureExperiment):
         return [("fig4", plot_fig4(result, layout=layout),
                  "Normalised information of hybrid networks whose first l* layers are trained and the rest random "
                  "(greens, darker = larger l*), with the fully trained (blue) and random (red) networks; mean ± "
-                 "SD over realisations; shaded: shuffle null ± 2 SD; circles: conv layers; squares on the grey "
-                 "band: FC layers.")]
+                 "SD over realisations; shaded: shuffle null ± 2 SD of the trained and random networks; circles: "
+                 "conv layers; squares on the grey band: FC layers.")]
 
 
 
@@ -837,6 +839,10 @@ def plot_fig4(result: xr.Dataset, *, layout: str = "double"):
         pairs = [(grid[2 * i, 0], grid[2 * i + 1, 0]) for i in range(len(feats))]
     for (ax, lax), feat in zip(pairs, feats):
         sub = result.sel(feature=[feat]).dropna("network", how="all", subset=["information"])
+        if "null" in sub:  # the null bands of the trained and random networks only (those the legend names)
+            hyb = xr.DataArray([str(n).startswith("hybrid") for n in sub["network"].values], dims="network",
+                               coords={"network": sub["network"]})
+            sub = sub.assign(null=sub["null"].where(~hyb))
         plot_fig3(sub, axes=[ax], layout=layout)
         ax.set_title(f"{FEATURE_TITLES[feat]}: hybrid networks")
         ax.set_xlabel("layer")

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import offset_copy
 
 from .._validation import check_int, param_error
-from .style import WIDTHS, paper_plot
+from .style import WIDTHS, clear_texts, paper_plot
 from ..stats.selectivity import THRESHOLD, TUNING_DIMS, gosi as _gosi, orientation_vector
 
 __all__ = ["plot_tuning_curves", "plot_gosi_histograms", "plot_dynamics", "plot_sweep", "plot_ablation",
@@ -173,23 +174,28 @@ def plot_tuning_curves(tuning: xr.DataArray, units=None, *, ax=None, polar: bool
             y = np.concatenate([r, r[:1]])
             a.plot(x, y, marker="o", ms=3.5, lw=1.5,
                    label=f"{label} (gOSI {g:.2f})" if overlay else None)
-            a.set_xlim(0, 180)
+            a.set_xlim(-8, 188)  # room for the end markers, which the axes would cut in half
             ticks = [0, 45, 90, 135, 180] if layout == "double" else [0, 90, 180]
             a.set_xticks(ticks)
             a.set_xticklabels([f"{t}°" for t in ticks])
             a.spines[["top", "right"]].set_visible(False)
             a.tick_params(labelsize=6.5)
         if not overlay:
-            sf_txt = "" if np.isnan(pref_sf) else f", SF {pref_sf:.3g}" + (
-                " c/img" if sf_units == "cycles/image" else f" {sf_units}" if sf_units else "")
+            sf_txt = "" if np.isnan(pref_sf) else f", SF {pref_sf:.3g}"
             a.set_title(f"{label}\ngOSI = {g:.2f}{sf_txt}", fontsize=7)
+    sf_note = f"(SF, {sf_units})" if sf_units else "(SF)"
+    brk = "\n" if layout == "single" else " "
     if polar and ax is None:
-        fig.suptitle(f"Radius: activation ({resp_units}) at the preferred SF, max over phase; "
-                     "angle: grating orientation", fontsize=7)
+        fig.suptitle(f"Radius: activation ({resp_units}), max over phase at the preferred spatial frequency "
+                     f"{sf_note};{brk}angle: grating orientation", fontsize=7)
+    elif not overlay and ax is None:
+        fig.suptitle(f"Activation: max over phase at the preferred{brk}spatial frequency {sf_note}", fontsize=7)
     if not polar:
         for a in (axes[:1] if overlay else axes):
-            lo = min(float(np.min(line.get_ydata())) for line in a.get_lines())
-            a.set_ylim(bottom=min(0.0, lo))
+            lo = min(0.0, min(float(np.min(line.get_ydata())) for line in a.get_lines()))
+            hi = max(float(np.max(line.get_ydata())) for line in a.get_lines())
+            pad = 0.08 * ((hi - lo) or 1.0)
+            a.set_ylim(lo - pad, hi + pad)  # the markers at the bottom and at the top whole
         for a in (axes[:1] if overlay else axes):
             a.set_xlabel("Orientation (deg)", fontsize=7)
             a.set_ylabel(f"Activation ({resp_units})", fontsize=7)
@@ -318,17 +324,24 @@ def plot_gosi_histograms(gosi_by_layer, shuffled_by_layer=None, threshold: float
         n_units = max(g.size, 1)
         w = np.full(g.size, 1.0 / n_units if density else 1.0)
         a.hist(g, bins=edges, weights=w, color=GRATING_COLOR, alpha=0.6, label="gratings")
-        text = f"{100 * np.mean(g > threshold):.0f}% > {threshold:g}"
+        # top right: the percentage above the threshold, in the colour of its histogram
+        a.text(0.97, 0.97, f"{100 * np.mean(g > threshold):.0f}%", transform=a.transAxes, ha="right", va="top",
+               fontsize=7, color=GRATING_COLOR)
         if shuffled is not None:
             s = shuffled[name]
             n_shuf = s.size / n_units  # shuffles pooled: count per shuffle
             ws = np.full(s.size, (1.0 / s.size) if density else 1.0 / max(n_shuf, 1e-12))
-            a.hist(s, bins=edges, weights=ws, color=SHUFFLED_COLOR, alpha=0.5, label="shuffled control")
-            text += f"\nshuffled {100 * np.mean(s > threshold):.0f}%"
-        a.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold ({threshold:g})")
-        a.text(0.97, 0.95, text, transform=a.transAxes, ha="right", va="top", fontsize=7)
+            # an outline, so that where the two overlap no third colour appears
+            a.hist(s, bins=edges, weights=ws, histtype="step", color=SHUFFLED_COLOR, lw=1.0,
+                   label="shuffled control")
+            a.text(0.97, 0.97, f"{100 * np.mean(s > threshold):.0f}%", ha="right", va="top", fontsize=7,
+                   color=SHUFFLED_COLOR, transform=offset_copy(a.transAxes, fig=a.figure, y=-8.5, units="points"))
+        a.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g} (top right: % above it)")
         a.set_xlim(0, 1)
-        a.set_title(f"{name} (n = {g.size})", fontsize=7)
+        a.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])
+        if not density:
+            a.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        a.set_title(f"{name} (n={g.size})", fontsize=7)
         a.spines[["top", "right"]].set_visible(False)
         a.tick_params(labelsize=6.5)
         a.set_xlabel("gOSI", fontsize=7)
@@ -342,14 +355,22 @@ def plot_gosi_histograms(gosi_by_layer, shuffled_by_layer=None, threshold: float
                 a.set_xlabel("")
     if ax is None:
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=7,
-                   frameon=False)
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels) if layout == "double" else 2,
+                   fontsize=7, frameon=False)
     else:
         axes[0].legend(fontsize=7, frameon=False, loc="center right")
+    clear_texts(axes)  # the percentages above the bars, not on them
     return fig
 
 
 # ---------------------------------------------------------------------------------------- experiments
+def _tick_rotation(labels, width_in: float, fontsize: float = 6.5) -> int:
+    """90 when ``labels`` side by side along ``width_in`` inches would come within a font size of each
+    other (about 0.62 em per character), else 0."""
+    room = width_in * 72.0 / max(1, len(labels))
+    return 90 if max(len(str(l)) for l in labels) * 0.62 * fontsize + fontsize > room else 0
+
+
 def _layer_colors(layers):
     import matplotlib.pyplot as plt
 
@@ -374,49 +395,61 @@ def plot_dynamics(history: pd.DataFrame, spearman: pd.DataFrame, layers=None, *,
     n = len(layers)
     per_row = n if layout == "double" else min(n, 4)
     rows_b = int(np.ceil(n / per_row))
-    fig = plt.figure(figsize=(WIDTHS[layout], 1.7 * (2 + rows_b) if layout == "double" else 1.45 * (2 + rows_b)),
-                     layout="constrained")
-    gs = fig.add_gridspec(2 + rows_b, per_row)
-    ax_loss = fig.add_subplot(gs[0, : max(1, per_row // 2)])
-    ax_g = fig.add_subplot(gs[0, max(1, per_row // 2):])
+    # nested grids: the legends beside a and b take no width from the panels of c
+    if layout == "double":
+        fig = plt.figure(figsize=(WIDTHS[layout], 1.7 * (2 + rows_b)), layout="constrained")
+        outer = fig.add_gridspec(3, 1, height_ratios=[1, rows_b, 1])
+        top = outer[0].subgridspec(1, 2)
+        ax_loss, ax_g = fig.add_subplot(top[0]), fig.add_subplot(top[1])
+    else:  # a and b one above the other, each with its legend beside it
+        fig = plt.figure(figsize=(WIDTHS[layout], 1.35 * (3 + rows_b)), layout="constrained")
+        outer = fig.add_gridspec(4, 1, height_ratios=[1, 1, rows_b, 1])
+        ax_loss, ax_g = fig.add_subplot(outer[0]), fig.add_subplot(outer[1])
+    gs = outer[-2].subgridspec(rows_b, per_row)
     ep = history.index.values
-    ax_loss.plot(ep[1:], history["train_loss"].values[1:], color="0.4", label="training loss")
-    ax_loss.plot(ep, history["val_loss"].values, color="k", label="validation loss")
+    ax_loss.plot(ep[1:], history["train_loss"].values[1:], color="0.55", ls="--", label="training")
+    ax_loss.plot(ep, history["val_loss"].values, color="k", label="validation")
     ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("cross-entropy")
-    ax_loss.legend(frameon=False, fontsize=7)
+    ax_loss.set_ylabel("cross-entropy loss")
+    ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_loss.legend(frameon=False, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                   handlelength=1.6)  # beside the panel: it hides no curve
     ax_loss.set_title("a  loss", loc="left", fontsize=7)
     for l in layers:
         ax_g.plot(ep, history[f"gosi_{l}"].values, color=cols[l], label=l)
     ax_g.set_xlabel("epoch (0 = initialisation)")
+    ax_g.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_g.set_ylabel("mean gOSI")
     ax_g.legend(frameon=False, fontsize=6.5, ncols=1, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                 handlelength=1.2)  # beside the panel: it hides no curve
     ax_g.set_title("b  mean gOSI per layer", loc="left", fontsize=7)
     win = history.loc[1:epochs] if epochs else history.loc[1:]
     for j, l in enumerate(layers):
-        a = fig.add_subplot(gs[1 + j // per_row, j % per_row])
+        a = fig.add_subplot(gs[j // per_row, j % per_row])
         a.scatter(win["val_loss"], win[f"gosi_{l}"], c=win.index.values, cmap="Greys", s=14,
                   edgecolor=cols[l], linewidths=0.8)
+        a.margins(0.2)  # whole markers at the panel's edges
         a.set_title(l, fontsize=7)
         a.tick_params(labelsize=6.5)
         a.set_xlabel("val. loss", fontsize=7)
         a.xaxis.set_major_locator(MaxNLocator(2))
         a.tick_params(axis="x", labelrotation=90)
         a.ticklabel_format(axis="x", useOffset=False)
-        a.tick_params(axis="x", labelrotation=90)
-        if j == 0:
+        if j % per_row == 0:
             a.set_ylabel("mean gOSI", fontsize=7)
-            a.text(-0.5, 1.15, "c", transform=a.transAxes, fontsize=7)
-    ax_r = fig.add_subplot(gs[-1, :])
+        if j == 0:
+            a.set_title("c", loc="left", fontsize=7)
+    ax_r = fig.add_subplot(outer[-1])
     rho = spearman.loc[layers, "rho"].values
     ax_r.bar(np.arange(n), rho, color=[cols[l] for l in layers])
     for i, (r, p) in enumerate(zip(rho, spearman.loc[layers, "p"].values)):
-        if np.isfinite(p) and p < 0.05:
-            ax_r.text(i, r + (0.03 if r >= 0 else -0.08), "*", ha="center", fontsize=12)
+        if np.isfinite(p) and p < 0.05:  # beyond the end of the bar, not on it
+            ax_r.annotate("*", (i, r), xytext=(0, 1 if r >= 0 else -1), textcoords="offset points",
+                          ha="center", va="bottom" if r >= 0 else "top", fontsize=9)
     ax_r.axhline(0, color="k", lw=0.8)
-    ax_r.set_xticks(np.arange(n), layers)
-    ax_r.set_ylim(-1.1, 1.1)
+    ax_r.set_xticks(np.arange(n), layers, rotation=_tick_rotation(layers, WIDTHS[layout] - 0.7))
+    ax_r.set_ylim(-1.5, 1.5)  # room for an asterisk beyond |rho| = 1
+    ax_r.set_yticks([-1, 0, 1])
     ax_r.set_ylabel("Spearman rho\n(val. loss, mean gOSI)")
     ax_r.set_title("d  correlation over epochs (* p < 0.05)", loc="left", fontsize=7)
     return fig
@@ -424,70 +457,78 @@ def plot_dynamics(history: pd.DataFrame, spearman: pd.DataFrame, layers=None, *,
 
 @paper_plot
 def plot_sweep(sweep: pd.DataFrame, rho: pd.DataFrame, layers=None, *, layout: str = "double"):
-    """Fig. 4: test loss vs mean gOSI per layer (one point per network), Spearman rho per layer,
-    and mean gOSI vs label-corruption rate.
+    """Fig. 4: (a) test loss vs mean gOSI per layer (one point per network), (b) mean gOSI vs
+    label-corruption rate, (c) Spearman rho per layer.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     layers = list(layers or rho.index)
     n = len(layers)
     aug_colors = {"none": "tab:gray", "shift": "tab:blue", "flip": "tab:orange", "shift+flip": "tab:green"}
     per_row = n if layout == "double" else min(n, 4)
     rows = int(np.ceil(n / per_row))
-    fig = plt.figure(figsize=(WIDTHS[layout], (1.6 if layout == "double" else 1.35) * (2 * rows + 1) + 0.3),
+    fig = plt.figure(figsize=(WIDTHS[layout], (1.6 if layout == "double" else 1.35) * (2 * rows + 1) + 0.45),
                      layout="constrained")
     gs = fig.add_gridspec(2 * rows + 1, per_row)
     cor = sweep[sweep["augmentation"] == "none"].sort_values("corruption")
+    augs = [a for a in aug_colors if a in set(sweep["augmentation"])] + \
+        sorted(set(sweep["augmentation"]) - set(aug_colors))
     for j, l in enumerate(layers):
         a = fig.add_subplot(gs[j // per_row, j % per_row])
-        for aug, grp in sweep.groupby("augmentation"):
-            clean = grp[grp["corruption"] == 0]
-            a.scatter(clean["test_loss"], clean[f"gosi_{l}"], s=16, color=aug_colors.get(aug, "k"),
-                      label=aug)
+        for aug in augs:
+            clean = sweep[(sweep["augmentation"] == aug) & (sweep["corruption"] == 0)]
+            a.scatter(clean["test_loss"], clean[f"gosi_{l}"], s=16, color=aug_colors.get(aug, "k"))
         corr = sweep[sweep["corruption"] > 0]
-        a.scatter(corr["test_loss"], corr[f"gosi_{l}"], s=18, marker="x", color="tab:red",
-                  label="label corruption > 0")
+        a.scatter(corr["test_loss"], corr[f"gosi_{l}"], s=18, marker="x", color="tab:red")
+        a.margins(0.15)  # whole markers at the panel's edges
         a.set_title(l, fontsize=7)
         a.tick_params(labelsize=6.5)
         a.ticklabel_format(useOffset=False)
         a.set_xlabel("test loss", fontsize=7)
         a.xaxis.set_major_locator(MaxNLocator(2))
         a.tick_params(axis="x", labelrotation=90)
-        if j == 0:
-            a.set_ylabel("mean gOSI", fontsize=7)
-            a.text(-0.5, 1.15, "a", transform=a.transAxes, fontsize=7)
         b = fig.add_subplot(gs[rows + j // per_row, j % per_row])
         b.plot(cor["corruption"], cor[f"gosi_{l}"], "o-", color="tab:red", ms=4)
+        b.margins(0.12)
+        b.set_title(l, fontsize=7)
         b.tick_params(labelsize=6.5)
         b.set_xlabel("corruption", fontsize=7)
-        if j == 0:
+        if j % per_row == 0:
+            a.set_ylabel("mean gOSI", fontsize=7)
             b.set_ylabel("mean gOSI", fontsize=7)
-            b.text(-0.5, 1.15, "c", transform=b.transAxes, fontsize=7)
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", frameon=False, ncols=5 if layout == "double" else 3)
+        if j == 0:
+            for ax_, letter in ((a, "a"), (b, "b")):
+                ax_.set_title(letter, loc="left", fontsize=7)
+    handles = [Line2D([], [], ls="none", marker="o", ms=4, color=aug_colors.get(aug, "k")) for aug in augs]
+    labels = list(augs)
+    handles.append(Line2D([], [], ls="none", marker="x", ms=4.5, color="tab:red"))
+    labels.append("label corruption > 0 (no augmentation)")
+    fig.legend(handles, labels, loc="outside upper center", frameon=False, ncols=5 if layout == "double" else 3,
+               title="a: augmentation (clean labels) or label corruption", columnspacing=1.0)
     ax_r = fig.add_subplot(gs[-1, :])
     x = np.arange(n)
     ax_r.bar(x - 0.2, rho.loc[layers, "rho_all"], width=0.4, color="tab:purple", label="all networks")
     ax_r.bar(x + 0.2, rho.loc[layers, "rho_augmentation"], width=0.4, color="tab:green",
              label="clean labels only")
     ax_r.axhline(0, color="k", lw=0.8)
-    ax_r.set_xticks(x, layers)
+    ax_r.set_xticks(x, layers, rotation=_tick_rotation(layers, WIDTHS[layout] - 0.7))
     ax_r.set_ylim(-1.1, 1.75)  # room above rho <= 1 for the legend, which then hides no bar
     ax_r.set_yticks([-1, 0, 1])
     ax_r.set_ylabel("Spearman rho\n(test loss, mean gOSI)")
     ax_r.legend(frameon=False, fontsize=7, loc="upper center", ncols=2)
-    ax_r.set_title(f"b  correlation over {len(sweep)} networks", loc="left", fontsize=7)
+    ax_r.set_title(f"c  correlation over {len(sweep)} networks", loc="left", fontsize=7)
     return fig
 
 
 @paper_plot
 def plot_ablation(ablation: pd.DataFrame, *, ax=None, layout: str = "double"):
     """Fig. 5: change of test loss per layer after ablating the top (red) vs bottom (blue) 50% gOSI
-    units (random halves in grey, mean ± SD); asterisks where top > 2x bottom.
+    units (random halves in grey, mean \u00b1 SD); asterisks where top > 2x bottom.
 
     Returns
     -------
@@ -495,7 +536,7 @@ def plot_ablation(ablation: pd.DataFrame, *, ax=None, layout: str = "double"):
     """
     from .style import new_axes
 
-    fig, ax = new_axes(ax, figsize=(WIDTHS[layout], 2.6 if layout == "double" else 2.4))
+    fig, ax = new_axes(ax, figsize=(WIDTHS[layout], 2.7 if layout == "double" else 2.8))
     layers = list(ablation.index)
     x = np.arange(len(layers))
     ax.plot(x, ablation["d_top"], "o-", color="tab:red", label="top 50% gOSI ablated")
@@ -503,18 +544,22 @@ def plot_ablation(ablation: pd.DataFrame, *, ax=None, layout: str = "double"):
     if ablation["d_random"].notna().any():
         ax.errorbar(x, ablation["d_random"], yerr=ablation["d_random_sd"].fillna(0), fmt="s--", color="0.55",
                     ms=3, capsize=2, lw=1, label="random 50% (mean \u00b1 SD)")
-    top = ablation[["d_top", "d_bottom"]].max(axis=1).values
-    span = float(np.nanmax(np.abs(ablation[["d_top", "d_bottom"]].values))) or 1.0
-    for i, m in enumerate(ablation["marked"].values):
-        if m:
-            ax.text(i, top[i] + 0.05 * span, "*", ha="center", fontsize=14)
+    marked = np.asarray(ablation["marked"].values, dtype=bool)
+    if marked.any():  # a marker above the higher of the two points (a data mark: the axes make room)
+        cols = ["d_top", "d_bottom"] + (["d_random"] if ablation["d_random"].notna().any() else [])
+        lo = float(np.nanmin(ablation[cols].values))
+        hi = float(np.nanmax(ablation[cols].values))
+        top = ablation[["d_top", "d_bottom"]].max(axis=1).values
+        ax.plot(x[marked], top[marked] + 0.08 * ((hi - lo) or 1.0), ls="none", marker="$*$", ms=7, color="k",
+                label="top > 2 \u00d7 bottom")
     ax.axhline(0, color="k", lw=0.7)
-    ax.set_xticks(x, layers, rotation=60 if len(layers) > 8 else 0, ha="right" if len(layers) > 8 else "center",
-                  fontsize=7 if len(layers) > 8 else None)
+    many = len(layers) > 8
+    ax.set_xticks(x, layers, rotation=90 if many else 0, ha="center")
     ax.set_ylabel("change of test loss")
     ax.set_xlabel("ablated layer")
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(frameon=False, fontsize=7)
+    ax.legend(frameon=False, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), borderaxespad=0.2,
+              ncols=4 if layout == "double" else 2, columnspacing=1.0)  # above the panel: it hides no data
     return fig
 
 
@@ -539,7 +584,9 @@ def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all", layout:
     d = invariance[invariance["direction"] == direction]
     ablated = [l for l in dict.fromkeys(d["ablated_layer"]) if l != "none"]
     n = max(1, len(ablated))
-    ncols = min(n, 3 if layout == "double" else 2)
+    n_layers = len(dict.fromkeys(d.loc[d["network"] == "intact", "layer"]))
+    # one column of full-width panels in a single column when the layer names would not fit
+    ncols = min(n, 3 if layout == "double" else (2 if n_layers <= 8 else 1))
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTHS[layout], (2.3 if layout == "double" else 2.0) * nrows + 0.45),
                              squeeze=False, layout="constrained")
@@ -560,7 +607,11 @@ def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all", layout:
                      ha="center")
         a.set_title(f"{l} ablation" if l else "intact", fontsize=7)
         a.spines[["top", "right"]].set_visible(False)
-    axes[0][0].set_ylabel(f"CV under shift ({direction})")
+        ss = a.get_subplotspec()
+        if ss.is_first_col():
+            a.set_ylabel(f"CV under shift ({direction})")
+        if not _has_panel_below(a, axes[0]):
+            a.set_xlabel("layer")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3 if layout == "double" else 2, frameon=False,
                fontsize=7)  # below the panels: it hides no data
@@ -570,8 +621,8 @@ def plot_invariance(invariance: pd.DataFrame, *, direction: str = "all", layout:
 @paper_plot
 def plot_v1_comparison(network: xr.Dataset, v1: dict, layers=None, *, threshold: float = THRESHOLD,
                        layout: str = "double"):
-    """gOSI distributions of the network's layers next to V1 populations, with the fraction of
-    selective units (gOSI > ``threshold``) above each box.
+    """gOSI distributions of the network's layers next to V1 populations (bottom), with the percentage of
+    selective units (gOSI > ``threshold``) of each above it (top); the number of units in each name.
 
     Parameters
     ----------
@@ -583,6 +634,11 @@ def plot_v1_comparison(network: xr.Dataset, v1: dict, layers=None, *, threshold:
     Returns
     -------
     matplotlib.figure.Figure
+
+    Notes
+    -----
+    Boxes: median and quartiles; whiskers: the furthest unit within 1.5 interquartile ranges; dots: single
+    units (jittered sideways); dashed: the threshold. Network channels in blue, V1 units in orange.
     """
     import matplotlib.pyplot as plt
 
@@ -590,23 +646,31 @@ def plot_v1_comparison(network: xr.Dataset, v1: dict, layers=None, *, threshold:
     layers = list(layers or dict.fromkeys(lay.tolist()))
     groups = {l: network["gosi"].values[lay == l] for l in layers}
     groups.update({k: d["gosi"].values for k, d in v1.items()})
+    groups = {k: np.asarray(v, dtype=float)[np.isfinite(np.asarray(v, dtype=float))] for k, v in groups.items()}
     names = list(groups)
-    fig, ax = plt.subplots(figsize=(WIDTHS[layout], 2.8), layout="constrained")
+    fig, (top, ax) = plt.subplots(2, 1, figsize=(WIDTHS[layout], 3.3 if layout == "double" else 3.9),
+                                  layout="constrained", sharex=True, gridspec_kw={"height_ratios": [1, 3]})
     rng = np.random.default_rng(0)
     colors = ["tab:blue"] * len(layers) + ["tab:orange"] * len(v1)
+    x = np.arange(len(names))
     for i, (k, v) in enumerate(groups.items()):
         ax.boxplot([v], positions=[i], widths=0.6, showfliers=False,
                    medianprops={"color": "k"}, boxprops={"color": colors[i]},
                    whiskerprops={"color": colors[i]}, capprops={"color": colors[i]})
         ax.scatter(i + rng.uniform(-0.22, 0.22, v.size), v, s=4, alpha=0.35, color=colors[i], lw=0)
-        ax.text(i, 1.03, f"{100 * np.mean(v > threshold):.0f}%\nn={v.size}", ha="center", va="bottom",
-                fontsize=7)
+    frac = [100 * np.mean(v > threshold) if v.size else np.nan for v in groups.values()]
+    top.bar(x, frac, width=0.6, color=colors)
+    top.set_ylim(0, 100)
+    top.set_yticks([0, 50, 100])
+    top.set_ylabel(f"% gOSI\n> {threshold:g}")
+    top.spines[["top", "right"]].set_visible(False)
+    top.tick_params(axis="x", length=0)
     ax.axhline(threshold, color="k", ls="--", lw=0.8)
-    ax.set_xticks(np.arange(len(names)), names, rotation=30 if layout == "double" else 90,
-                  ha="right" if layout == "double" else "center", fontsize=6.5)
-    ax.set_ylim(0, 1.18)
+    ax.set_xticks(x, [f"{k} ({v.size})" for k, v in groups.items()], rotation=90, ha="center", fontsize=6.5)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("gOSI")
-    ax.set_title("same estimator: network channels (blue) and V1 single units (orange); "
-                 f"% with gOSI > {threshold:g}", fontsize=7)
+    ax.set_xlabel("network layer (blue) or V1 population (orange)" + ("\n" if layout == "single" else " ")
+                  + "(number of units)")
     ax.spines[["top", "right"]].set_visible(False)
     return fig

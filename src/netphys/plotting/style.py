@@ -6,8 +6,9 @@ points at print size (never below :data:`MIN_FONT_PT`), so the saved figure must
 written by :func:`netphys.reports.save_figure` keep text as text (SVG ``svg.fonttype: none``, PDF Type-42
 fonts), so a journal or a co-author can edit labels.
 
-:func:`text_sizes` and :func:`overlapping_labels` inspect a drawn figure; the tests use them to check
-that every figure is legible and that no two labels collide.
+:func:`text_sizes`, :func:`overlapping_labels`, :func:`covered_data` and :func:`clipped_texts` inspect a
+drawn figure; the tests use them to check that every figure is legible, that no two labels collide, that
+no legend, inset or in-panel text hides plotted data, and that no text runs off the figure.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import numpy as np
 
 __all__ = ["TRAINED", "RANDOM", "HYBRID", "CONV_MARKER", "FC_MARKER", "WIDTHS", "LAYOUTS", "MIN_FONT_PT",
            "PAPER_RC", "paper_style", "paper_plot", "check_layout", "figure_width", "paper_figure", "new_axes",
-           "layer_axis", "plot_layer_curve", "fc_band_label", "marker_handles", "text_sizes", "overlapping_labels"]
+           "layer_axis", "plot_layer_curve", "fc_band_label", "marker_handles", "text_sizes", "overlapping_labels",
+           "covered_data", "clipped_texts", "clear_texts"]
 
 TRAINED = "#1f4e9c"
 RANDOM = "#c0392b"
@@ -298,3 +300,276 @@ def overlapping_labels(fig, tolerance_pt: float = 0.5) -> list[tuple[str, str]]:
             if w > tol and h > tol:
                 pairs.append((ti.get_text(), tj.get_text()))
     return pairs
+
+
+def clipped_texts(fig, tolerance_pt: float = 0.5) -> list[str]:
+    """Texts of ``fig`` (drawn first) that run more than ``tolerance_pt`` points off the figure's edge."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    tol = tolerance_pt * fig.dpi / 72.0
+    page = fig.bbox
+    out = []
+    for t, _ in _texts(fig):
+        b = t.get_window_extent(r)
+        if b.x0 < page.x0 - tol or b.y0 < page.y0 - tol or b.x1 > page.x1 + tol or b.y1 > page.y1 + tol:
+            out.append(t.get_text())
+    return out
+
+
+# ----------------------------------------------------------------------------- data hidden by a legend
+def _all_axes(fig):
+    """Every Axes of ``fig`` with its inset (child) Axes: ``(axes, parent or None)``."""
+    def walk(ax, parent):
+        yield ax, parent
+        for c in getattr(ax, "child_axes", []):
+            yield from walk(c, ax)
+
+    for ax in fig.axes:
+        yield from walk(ax, None)
+
+
+def _axes_name(ax) -> str:
+    for t in (ax.get_title(), ax.get_title("left"), ax.get_ylabel(), ax.get_xlabel()):
+        if t.strip():
+            return repr(t.strip().splitlines()[0])
+    return "axes at ({:.2f}, {:.2f}, {:.2f}, {:.2f})".format(*(float(v) for v in ax.get_position().bounds))
+
+
+def _artist_name(a) -> str:
+    label = a.get_label() if hasattr(a, "get_label") else ""
+    label = "" if not label or str(label).startswith("_") else f" {label!r}"
+    return f"{type(a).__name__}{label}"
+
+
+def _finite_runs(xy):
+    """Split an (n, 2) array at non-finite rows into runs of finite points."""
+    ok = np.isfinite(xy).all(axis=1)
+    if ok.all():
+        return [xy]
+    cut = np.flatnonzero(np.diff(ok.astype(int)) != 0) + 1
+    return [run for run, good in zip(np.split(xy, cut), np.split(ok, cut)) if good[0]]
+
+
+def _visible_alpha(color_array) -> bool:
+    c = np.asarray(color_array, dtype=float)
+    return c.size > 0 and bool((c.reshape(-1, 4)[:, 3] > 0).any())
+
+
+def _data_shapes(ax):
+    """``(artist, [(Path in display coords, filled)])`` of every data mark ``ax`` draws: lines (with their
+    markers' vertices), scatter offsets, error bars, filled regions, bars/histogram patches and images.
+    Background bands (``axvspan``/``axhspan``: patches not in data coordinates) are not data."""
+    from matplotlib.collections import Collection
+    from matplotlib.path import Path
+
+    out = []
+    for line in ax.lines:
+        if not line.get_visible() or line.get_xydata().size == 0:
+            continue
+        xy = line.get_transform().transform(np.asarray(line.get_xydata(), dtype=float))
+        drawn = line.get_linestyle() not in ("None", "none", "", " ")
+        paths = []
+        for run in _finite_runs(xy):
+            if drawn and len(run) > 1:
+                paths.append((Path(run), False))
+            if line.get_marker() not in (None, "None", "none", "", " "):
+                paths.extend((Path(p[None, :]), False) for p in run)
+        out.append((line, paths))
+    for coll in ax.collections:
+        if not isinstance(coll, Collection) or not coll.get_visible():
+            continue
+        paths = []
+        offsets = np.asarray(coll.get_offsets(), dtype=float)
+        if type(coll).__name__ == "PathCollection" and offsets.size:  # scatter: one marker per offset
+            pts = coll.get_offset_transform().transform(offsets)
+            paths = [(Path(p[None, :]), False) for p in pts if np.isfinite(p).all()]
+        else:
+            filled = _visible_alpha(coll.get_facecolor())
+            tr = coll.get_transform()
+            for p in coll.get_paths():
+                v = tr.transform(np.asarray(p.vertices, dtype=float))
+                for run in _finite_runs(v):
+                    paths.append((Path(run, closed=filled and len(run) > 2), filled))
+        out.append((coll, paths))
+    for patch in ax.patches:
+        if not patch.get_visible() or not patch.get_transform().contains_branch(ax.transData):
+            continue
+        p = patch.get_transform().transform_path(patch.get_path())
+        v = p.vertices[np.isfinite(p.vertices).all(axis=1)]
+        if v.size == 0 or np.ptp(v[:, 0]) == 0 or np.ptp(v[:, 1]) == 0:  # a zero-height bar draws nothing
+            continue
+        filled = bool(patch.get_fill()) and _visible_alpha([patch.get_facecolor()])
+        out.append((patch, [(Path(v, closed=filled), filled)]))
+    for im in ax.images:
+        if im.get_visible():
+            b = im.get_window_extent()
+            out.append((im, [(Path([[b.x0, b.y0], [b.x1, b.y0], [b.x1, b.y1], [b.x0, b.y1], [b.x0, b.y0]],
+                                   closed=True), True)]))
+    return out
+
+
+def _legend_box(leg, renderer):
+    """What a legend hides: its whole box when it has a visible frame, else the box of its entries."""
+    frame = leg.get_frame()
+    if leg.get_frame_on() and frame.get_visible() and _visible_alpha([frame.get_facecolor()]):
+        return leg.get_window_extent(renderer)
+    try:
+        return leg._legend_box.get_window_extent(renderer)
+    except Exception:  # pragma: no cover - private API changed
+        return leg.get_window_extent(renderer)
+
+
+def _inset_box(ax, renderer):
+    """What an inset Axes hides: everything it draws (its whole tight box when it has axes or a face)."""
+    from matplotlib.transforms import Bbox
+
+    if ax.axison or (ax.patch.get_visible() and _visible_alpha([ax.patch.get_facecolor()])):
+        return ax.get_tightbbox(renderer)
+    boxes = []
+    for a in ax.get_default_bbox_extra_artists():
+        if a is ax.patch or a in ax.spines.values() or not a.get_visible():
+            continue
+        b = a.get_tightbbox(renderer)
+        if b is not None and 0 < b.width < np.inf and 0 < b.height < np.inf:
+            boxes.append(b)
+    return Bbox.union(boxes) if boxes else None
+
+
+def _overlaps(a, b) -> bool:
+    return min(a.x1, b.x1) > max(a.x0, b.x0) and min(a.y1, b.y1) > max(a.y0, b.y0)
+
+
+def _is_inset(ax, fig, boxes) -> bool:
+    """A top-level Axes drawn over a larger one (not its twin) is an inset of it."""
+    b = boxes[id(ax)]
+    for o in fig.axes:
+        ob = boxes.get(id(o))
+        if o is ax or ob is None or not _overlaps(b, ob) or np.allclose(b.extents, ob.extents):
+            continue
+        if ob.width * ob.height > b.width * b.height:
+            return True
+    return False
+
+
+def covered_data(fig, tolerance_pt: float = 1.0, texts: bool = True) -> list[tuple[str, str, str]]:
+    """Legends, inset Axes and (with ``texts``) in-panel texts of ``fig`` that hide plotted data (drawn first).
+
+    A cover is every legend (of an Axes or of the figure), every inset Axes (a child Axes, or an Axes
+    that overlaps another) and every text placed on an Axes; its box (for a frameless legend the box of
+    its entries) is compared with the data of every Axes it overlaps, clipped to that Axes: line
+    segments and markers, scatter points, error bars, filled regions, bars and histogram patches,
+    images. A cover is reported when data pass more than ``tolerance_pt`` points inside its box.
+
+    Returns
+    -------
+    list of (cover, axes, data) descriptions; empty when nothing is hidden.
+    """
+    from matplotlib.transforms import Bbox
+
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    tol = tolerance_pt * fig.dpi / 72.0
+    axes = [(a, p) for a, p in _all_axes(fig) if a.get_visible()]
+    boxes = {id(a): a.get_window_extent(r) for a, _ in axes}
+    covers = []  # (description, box, owner axes or None, axes to skip)
+    for ax, parent in axes:
+        leg = ax.get_legend()
+        if leg is not None and leg.get_visible():
+            covers.append((f"legend of {_axes_name(ax)}", _legend_box(leg, r), ax, None))
+        if parent is not None or _is_inset(ax, fig, boxes):
+            b = _inset_box(ax, r)
+            if b is not None:
+                covers.append((f"inset {_axes_name(ax)}", b, parent, ax))
+        if texts:
+            for t in ax.texts:
+                if t.get_visible() and t.get_text().strip():
+                    covers.append((f"text {t.get_text().strip()!r} on {_axes_name(ax)}", t.get_window_extent(r),
+                                   ax, None))
+    for leg in fig.legends:
+        if leg.get_visible():
+            covers.append(("figure legend", _legend_box(leg, r), None, None))
+    found = []
+    for name, box, owner, skip in covers:
+        for ax, _ in axes:
+            if ax is skip or (skip is not None and ax in getattr(skip, "child_axes", [])):
+                continue
+            x0, y0 = max(box.x0, boxes[id(ax)].x0) + tol, max(box.y0, boxes[id(ax)].y0) + tol
+            x1, y1 = min(box.x1, boxes[id(ax)].x1) - tol, min(box.y1, boxes[id(ax)].y1) - tol
+            if x1 <= x0 or y1 <= y0:
+                continue
+            region = Bbox.from_extents(x0, y0, x1, y1)
+            for artist, paths in _data_shapes(ax):
+                if any(p.intersects_bbox(region, filled=filled) for p, filled in paths):
+                    found.append((name, _axes_name(ax), _artist_name(artist)))
+                    break
+    return found
+
+
+def _top_under(paths, x0: float, x1: float) -> float:
+    """The highest display y of ``paths`` (display coords) between display x ``x0`` and ``x1``."""
+    top = -np.inf
+    for p, _ in paths:
+        v = p.vertices
+        inside = (v[:, 0] >= x0) & (v[:, 0] <= x1)
+        if inside.any():
+            top = max(top, float(v[inside, 1].max()))
+        for a, b in zip(v[:-1], v[1:]):  # a segment crossing an edge of the span
+            for xe in (x0, x1):
+                if (a[0] - xe) * (b[0] - xe) < 0:
+                    top = max(top, float(a[1] + (b[1] - a[1]) * (xe - a[0]) / (b[0] - a[0])))
+    return top
+
+
+def clear_texts(axes, *, pad_pt: float = 2.0, passes: int = 2):
+    """Raise the top of each (linear) y axis in ``axes`` until no data lie under its in-panel texts.
+
+    A text not placed in data coordinates (axes coordinates, perhaps offset by some points) near the top
+    of a panel (a count, a statistic) stays where it is;
+    the data below it are rescaled so that their highest point under the text's width ends ``pad_pt``
+    points below it. The figure is drawn to measure the texts (``passes`` times: new tick labels can
+    move a panel a little).
+
+    Parameters
+    ----------
+    axes : matplotlib Axes or sequence of Axes (of one figure)
+
+    Returns
+    -------
+    None
+    """
+    from matplotlib.axes import Axes
+
+    axes = [axes] if isinstance(axes, Axes) else list(axes)
+    work = []
+    for ax in axes:
+        texts = [t for t in ax.texts if t.get_visible() and t.get_text().strip()
+                 and not t.get_transform().contains_branch(ax.transData)]  # not placed in data coordinates
+        if texts and ax.get_yscale() == "linear":
+            work.append((ax, texts))
+    if not work:
+        return None
+    fig = work[0][0].figure
+    for _ in range(passes):
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        pad = pad_pt * fig.dpi / 72.0
+        changed = False
+        for ax, texts in work:
+            box = ax.get_window_extent(r)
+            lo, hi = ax.get_ylim()
+            paths = [pp for _, ps in _data_shapes(ax) for pp in ps]
+            need = hi
+            for t in texts:
+                tb = t.get_window_extent(r)
+                top = _top_under(paths, tb.x0, tb.x1)
+                frac = (tb.y0 - pad - box.y0) / box.height
+                if not np.isfinite(top) or top <= tb.y0 - pad or frac <= 0.05:
+                    continue
+                y_top = ax.transData.inverted().transform((tb.x0, min(top, box.y1)))[1]
+                need = max(need, lo + (y_top - lo) / frac)
+            if need > hi:
+                ax.set_ylim(lo, need)
+                changed = True
+        if not changed:
+            break
+    return None
