@@ -1,10 +1,16 @@
-"""Benchmark: gradient receptive fields of a ResNet-50 layer, batched/bounded probes vs the plain loop.
+"""Benchmark: gradient receptive fields of a ResNet-50 layer, windowed/bounded probes vs the plain loop.
 
 Times :func:`netphys.rf.gradient_receptive_fields` on ``--units`` units of one layer of a torchvision
 ResNet-50 (random weights, seeded; nothing is downloaded) at ``--size`` px, against a copy of the
 previous implementation kept here as the naive reference (every probe for every unit, the input
 replicated once per unit of a batch, a full forward per replica). Checks that both give the same
 boxes and dead units, and prints both times and their ratio.
+
+On the CPU the implementation walks the recorded graph window by window (each unit's gradient only
+on its cone, :mod:`netphys.rf._window`), takes the connectivity bound of each unit's position from a
+boolean walk (no backward pass) and stops a unit once its box reaches it; for layer3.5.conv2 at
+224 px every unit is settled by its first random probe, so the time is about one windowed backward
+per unit (about 40 % of a full one's multiply-adds) plus two forward passes.
 
     python bench/rf_gradient.py                       # layer3.5.conv2, 64 units, 224 px, 1 thread
     python bench/rf_gradient.py --layer layer3 --units 64 --threads 1

@@ -1,6 +1,8 @@
 """Receptive fields: analytic geometry vs the input-gradient support, known VGG-16 sizes, errors, hooks."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -635,3 +637,96 @@ def test_progress_bar_does_not_change_results(small_vgg, capsys):
     with pytest.raises(NetphysError, match=r"the 'progress' parameter of gradient_receptive_fields must be "
                                            r"True or False, got 'yes'"):
         gradient_receptive_fields(small_vgg, "conv2_1", 0, 1, 1, 32, progress="yes")
+
+
+# --------------------------------------------------------------------------------------------------
+# (h) windowed backward (CPU fast path): the gradients and connectivity of plain autograd
+# --------------------------------------------------------------------------------------------------
+def _graphs(model, layer, size, structural=False, seed=0):
+    from netphys.rf import _probe
+    from netphys.rf.geometry import _resolve_module
+    from netphys.rf.gradient import _structural_gradients
+
+    info, _ = _resolve_module(model, layer, "t")
+    state = {}
+    x = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(seed))
+    with _probe.stopping_hook(model, info.module, state), torch.enable_grad():
+        with _structural_gradients(model) if structural else contextlib.nullcontext():
+            return _probe.layer_output(model, state, x, "t")
+
+
+@pytest.mark.parametrize("model_name, size, layer", [
+    ("resnet18", 64, "layer2.1.conv2"), ("resnet18", 64, "layer3.0.relu"), ("alexnet", 63, "pool2"),
+    ("vgg11", 64, "conv3_1"),
+])
+def test_windowed_gradients_equal_autograd(request, model_name, size, layer):
+    """Each unit's gradient, walked window by window, is autograd's (same support, same values up to
+    the order of summation), on the random graph and on the structural one; the connectivity boxes of
+    the support graph are those of a NaN cotangent through autograd."""
+    from netphys.rf import _probe, _window
+
+    model = request.getfixturevalue(model_name)
+    for structural in (False, True):
+        leaf, out = _graphs(model, layer, size, structural)
+        c, h, w = out.shape[1:]
+        chans, rows, cols = _unit_sample((c, h, w), 6, seed=7)
+        rows, cols = np.r_[rows, rows[-1]], np.r_[cols, cols[-1]]  # two units at one position
+        chans = np.r_[chans, (chans[-1] + 1) % c]
+        ref = _probe.batched_input_grads(out, leaf, _probe.unit_cotangents(out, chans, rows, cols))
+        win = _window.WindowedGraph(out, leaf)
+        groups = []
+        for i in range(rows.size - 1):
+            cot = torch.zeros((2 if i == rows.size - 2 else 1, c))
+            cot[0, chans[i]] = 1
+            if i == rows.size - 2:
+                cot[1, chans[i + 1]] = 1
+            groups.append((cot, rows[i], cols[i]))
+        got = torch.cat(win.input_grads(groups))
+        assert torch.equal(got != 0, ref != 0), (model_name, layer, structural)
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()))
+        (whole,) = win.input_grads([(torch.ones((1, c)), rows[0], cols[0])])  # channels=None
+        ref = _probe.batched_input_grads(out, leaf, _probe.unit_cotangents(out, None, rows[:1], cols[:1]))
+        assert torch.equal(whole != 0, ref != 0)
+        if structural:
+            v = torch.zeros((rows.size,) + tuple(out.shape))
+            v[torch.arange(rows.size), 0, :, torch.as_tensor(rows), torch.as_tensor(cols)] = float("nan")
+            nan_boxes = _probe.boxes_of(_probe.batched_input_grads(out, leaf, v) != 0)
+            assert np.array_equal(_window.SupportGraph(out, leaf).boxes(rows, cols), nan_boxes)
+
+
+def test_windowed_path_is_taken_and_falls_back():
+    """Convolutional CPU graphs take the windowed path; unknown nodes (when the graph is built) and a
+    broadcast (found during the walk) fall back to plain autograd with the same boxes."""
+    from netphys.rf import _window
+    from netphys.rf.gradient import _Probes
+
+    class Broadcast(nn.Module):  # y + (a 1 x 1 map from y): only known nodes, a broadcasting sum
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 3, 8), nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            y = torch.relu(self.a(x))
+            return self.c(y + self.b(y))
+
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 2, 3)).eval()
+    silu = nn.Sequential(nn.Conv2d(1, 3, 3), nn.SiLU(), nn.Conv2d(3, 2, 3)).eval()
+    padded = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(1, 3, 3, stride=2), nn.ReLU6(),
+                           nn.Conv2d(3, 2, 3, padding=1)).eval()  # TF-style 'same' padding, ReLU6
+    x = torch.randn(1, 1, 8, 8, requires_grad=True)
+    rows, cols = np.array([0, 1, 3]), np.array([2, 0, 3])
+    for m in (seq, padded):
+        assert _Probes(x, m(x.clone()), [0, 1, 1], rows, cols, (8, 8), 4, {}).win is not None
+    _same_as_naive(padded, "3", [0, 1, 1], rows, cols, 8)
+    assert _Probes(x, silu(x.clone()), [0, 1, 1], rows, cols, (8, 8), 4, {}).win is None
+    with pytest.raises(_window.Unsupported, match="SiluBackward0"):
+        _window.WindowedGraph(silu(x.clone()), x)
+    model = Broadcast().eval()
+    out = model(x.clone())
+    probes = _Probes(x, out, np.array([0, 1, 1]), rows, cols, (8, 8), 4, {})
+    assert probes.win is not None  # found only during the walk
+    parts = list(probes.chunks(np.arange(3)))
+    assert probes.win is None and sorted(np.concatenate([p for p, _ in parts]).tolist()) == [0, 1, 2]
+    _same_as_naive(model, "c", [0, 1, 1], rows, cols, 8)
+    _same_as_naive(silu, "2", [0, 1, 1], rows, cols, 8)

@@ -13,7 +13,7 @@ from torch import nn
 from .._random import torch_generator
 from .._validation import NetphysError, NetphysWarning, check_int, param_error
 from ..recording.hooks import restored
-from . import _probe
+from . import _probe, _window
 from .geometry import (_check_positions, _probing_forward, _infer_in_channels, _input_hw,
                        _model_device_dtype, _output_shape, _resolve_module)
 
@@ -140,8 +140,9 @@ def gradient_receptive_fields(model: nn.Module, layer: str, channels, rows, cols
         over its window (see Notes). Without it, a few random inputs miss the corners of RFs behind
         max-pools.
     batch_size : int
-        Units per backward pass (one batched backward over one forward pass of a single probe image);
-        memory grows with ``batch_size`` copies of the network's gradients up to ``layer``.
+        Units per backward pass (one batched backward over one forward pass of a single probe image,
+        or one windowed walk, see Notes); memory grows with ``batch_size`` copies of the network's
+        gradients up to ``layer``.
     in_channels : int, optional
         Channels of the input (default: from the first ``Conv2d``).
     progress : bool, default False
@@ -175,15 +176,24 @@ def gradient_receptive_fields(model: nn.Module, layer: str, channels, rows, cols
     The model runs in eval mode (modes are restored) and parameters get no gradients.
 
     With ``threshold == 0`` the box is the bounding box of the union of the supports over the probes,
-    which only grows and never leaves the unit's connectivity bound: the structural network probed
-    with a NaN cotangent on the unit's whole output row (and column), whose NaN support is every
-    pixel connected to it (``nan * w`` is ``nan``, so nothing cancels). A unit is therefore finished
-    as soon as it is alive and its box reaches the bound; the bound is used only when every backward
-    node of the structural graph is a fixed linear map (convolutions, batch norm, sums, average
-    pools, reshapes, ...), and is the whole image otherwise (e.g. behind a functional ReLU), where
-    all probes run. The boxes are those of running every probe for every unit. (A model whose
-    ``forward`` branches on the input's values could take a graph on other inputs that the bound
-    does not cover.)
+    which only grows and never leaves the unit's connectivity bound: the pixels connected to the
+    unit's position in the structural network, the support of a NaN cotangent on it (``nan * w`` is
+    ``nan``, so nothing cancels). A unit is therefore finished as soon as it is alive and its box
+    reaches the bound; the bound is used only when every backward node of the structural graph is a
+    fixed linear map (convolutions, batch norm, sums, average pools, reshapes, ...), and is the whole
+    image otherwise (e.g. behind a functional ReLU), where all probes run. The boxes are those of
+    running every probe for every unit. (A model whose ``forward`` branches on the input's values
+    could take a graph on other inputs that the bound does not cover.)
+
+    On the CPU, when every backward node reaching the input is a 2-D convolution, an eval-mode batch
+    norm, a ReLU/threshold/hardtanh gate, a max or average pool, a sum or a clone (VGG, AlexNet,
+    ResNet, ...), the recorded graph is walked node by node instead of calling autograd, and each
+    unit's gradient is computed only on the window of each feature map that its cotangent can reach
+    (the unit's cone, often a fraction of a deep layer's maps), from the values saved by the forward
+    pass (gate masks, max-pool indices): the gradient autograd computes, summed in another order.
+    The connectivity bound of each unit's position is then propagated the same way as a boolean map,
+    without a backward pass; otherwise it is probed with NaN cotangents on whole output rows and
+    columns. Any other node falls back to autograd, with the same boxes.
 
     The gradient is exactly zero outside the true RF, so the box never exceeds it: for models with
     branches and sums (ResNet) the gradient support *is* the receptive field, which the analytic
@@ -264,93 +274,239 @@ def _sub(chans, idx):
     return None if chans is None else chans[idx]
 
 
-def _support_bounds(model, state, x, chans, rows, cols, hw, batch_size, func) -> np.ndarray:
-    """Boxes (U, 4) that contain every unit's gradient support on every input.
+class _Probes:
+    """Input gradients ``sum_c |d unit / d input|`` of units on one recorded graph, chunk by chunk.
 
-    The structural graph (gates open, max-pools averaged) is probed with a NaN cotangent on a whole
-    output row (for the row extent) and a whole output column (for the column extent): ``nan * w`` is
-    ``nan`` whatever ``w``, so the NaN support is every input pixel connected to the row (column),
-    with no cancellation. When every backward node is such a fixed, NaN-propagating linear map
-    (:func:`netphys.rf._probe.dense_graph`) this bounds the support of any input's gradient; otherwise
-    the bound is the whole image.
+    On the CPU, a graph of known convolutional nodes is walked window by window
+    (:class:`netphys.rf._window.WindowedGraph`: each unit's gradient is computed only on the part of
+    each feature map that its cotangent reaches), one output position at a time; otherwise one
+    vmapped autograd backward runs per chunk of ``batch_size`` units. Both give the gradient autograd
+    computes (up to the order of summation), hence the same supports.
     """
-    whole = np.tile(np.array([0, hw[0], 0, hw[1]], dtype=np.int64), (rows.size, 1))
-    with _structural_gradients(model):
-        leaf, out = _probe.layer_output(model, state, x, func)
-    if out is None or not out.requires_grad:
-        return np.zeros_like(whole)  # no gradient can reach the input
-    if not _probe.dense_graph(out):
-        return whole
-    if out.dim() != 4:  # FC-like output: one probe of every unit
-        v = torch.full((1,) + tuple(out.shape), float("nan"), dtype=out.dtype, device=out.device)
-        return np.tile(_probe.boxes_of(_probe.batched_input_grads(out, leaf, v) != 0), (rows.size, 1))
-    bound = np.empty_like(whole)
-    for axis, pos in ((0, rows), (1, cols)):
-        uniq, inverse = np.unique(pos, return_inverse=True)
-        ext = np.empty((uniq.size, 2), dtype=np.int64)
-        for lo in range(0, uniq.size, batch_size):
-            u = uniq[lo:lo + batch_size]
+
+    def __init__(self, leaf, out, chans, rows, cols, hw, batch_size, windowed: dict):
+        self.leaf, self.out, self.chans, self.rows, self.cols = leaf, out, chans, rows, cols
+        self.hw, self.batch_size, self.windowed = hw, batch_size, windowed
+        self.win = None
+        if windowed.get("ok", True) and out is not None and out.requires_grad:
+            try:
+                self.win = _window.WindowedGraph(out, leaf)
+            except _window.Unsupported:
+                windowed["ok"] = False
+
+    def chunks(self, idx: np.ndarray):
+        """``(part, grads)`` for the units ``idx``: chunks of at most ``batch_size`` units."""
+        out = self.out
+        if out is None:
+            for lo in range(0, idx.size, self.batch_size):
+                part = idx[lo:lo + self.batch_size]
+                yield part, torch.zeros((part.size,) + tuple(self.hw))
+            return
+        if self.win is not None:
+            order = idx[np.lexsort((self.cols[idx], self.rows[idx]))]  # neighbours together
+            for lo in range(0, order.size, self.batch_size):
+                part = order[lo:lo + self.batch_size]
+                g = self._windowed(part)
+                if g is None:  # not windowed after all: plain autograd for the rest
+                    yield from self._vmapped(order[lo:])
+                    return
+                yield part, g
+            return
+        yield from self._vmapped(idx)
+
+    def _windowed(self, part):
+        """Gradients of the units ``part`` (sorted by position) in one windowed walk, or None."""
+        out = self.out
+        pos = np.stack([self.rows[part], self.cols[part]], 1)
+        cuts = np.flatnonzero((pos[1:] != pos[:-1]).any(1)) + 1
+        groups = []
+        for grp in np.split(np.arange(part.size), cuts):
+            cot = torch.zeros((grp.size, out.shape[1]), dtype=out.dtype, device=out.device)
+            if self.chans is None:
+                cot.fill_(1.0)
+            else:
+                cot[torch.arange(grp.size), torch.as_tensor(self.chans[part[grp]])] = 1.0
+            groups.append((cot, int(pos[grp[0], 0]), int(pos[grp[0], 1])))
+        try:
+            return torch.cat(self.win.input_grads(groups))
+        except _window.Unsupported:  # found on the way (e.g. a broadcast): plain autograd from here on
+            self.win, self.windowed["ok"] = None, False
+            return None
+
+    def _vmapped(self, idx):
+        """One vmapped autograd backward per chunk of ``batch_size`` units."""
+        for lo in range(0, idx.size, self.batch_size):
+            part = idx[lo:lo + self.batch_size]
+            v = _probe.unit_cotangents(self.out, _sub(self.chans, part), self.rows[part], self.cols[part])
+            yield part, _probe.batched_input_grads(self.out, self.leaf, v)
+
+
+class _Bounds:
+    """Connectivity bounds of the units' gradient supports, computed lazily.
+
+    The structural graph (gates open, max-pools averaged; one forward pass on the first probe input,
+    kept for the structural probes too) gives the input pixels connected to an output position: the
+    support of a NaN cotangent on it (``nan * w`` is ``nan`` whatever ``w``, so nothing cancels). When
+    every backward node is such a fixed, NaN-propagating linear map
+    (:func:`netphys.rf._probe.dense_graph`) this bounds the support of any input's gradient; otherwise
+    the bound is the whole image. For a graph of known convolutional nodes the connectivity of each
+    unit's position is propagated as a boolean map (:class:`netphys.rf._window.SupportGraph`, no
+    backward pass); otherwise a NaN cotangent on a whole output row (column) gives the row (column)
+    extent, one batched backward row per output row (column), each probed at most once. Bounds are
+    computed only for the units that need them: an alive unit whose box already spans the image
+    along an axis has the image as its bound there (the box never shrinks and cannot leave the image).
+    """
+
+    def __init__(self, model, state, x, chans, rows, cols, hw, batch_size, func):
+        self.model, self.state, self.x, self.func = model, state, x, func
+        self.chans, self.pos, self.hw, self.batch_size = chans, (rows, cols), hw, batch_size
+        n = rows.size
+        self.bound = np.zeros((n, 4), dtype=np.int64)
+        self.known = np.zeros((n, 2), dtype=bool)
+        self.cache: tuple[dict, dict] = ({}, {})  # per axis: output row (col) -> (start, stop)
+        self.boxes_at: dict = {}  # output position -> connectivity box
+        self._graph = None
+        self._support = None
+        self._probes = None
+
+    def graph(self):
+        """``(leaf, out, kind)`` of the structural network on the first probe input; ``kind`` is
+        'none' (no gradient reaches the input), 'dense' (NaN bounds hold) or 'open' (bound: image)."""
+        if self._graph is None:
+            with _structural_gradients(self.model):
+                leaf, out = _probe.layer_output(self.model, self.state, self.x, self.func)
+            if out is None or not out.requires_grad:
+                kind = "none"
+            else:
+                kind = "dense" if _probe.dense_graph(out) else "open"
+            self._graph = (leaf, out, kind)
+        return self._graph
+
+    def probes(self) -> _Probes:
+        """Input gradients of units on the structural graph (the structural probe)."""
+        if self._probes is None:
+            leaf, out, _ = self.graph()
+            rows, cols = self.pos
+            self._probes = _Probes(leaf, out, self.chans, rows, cols, self.hw, self.batch_size, {})
+        return self._probes
+
+    def ensure(self, idx, boxes, alive):
+        """Make the bounds of units ``idx`` known on both axes."""
+        for axis in (0, 1):
+            need = idx[~self.known[idx, axis]]
+            spans = alive[need] & (boxes[need, 2 * axis] == 0) & (boxes[need, 2 * axis + 1] == self.hw[axis])
+            self.bound[need[spans], 2 * axis:2 * axis + 2] = (0, self.hw[axis])
+            self.known[need[spans], axis] = True
+        need = idx[~self.known[idx].all(1)]
+        if need.size == 0:
+            return
+        at = self._position_boxes(need)
+        for axis in (0, 1):
+            m = ~self.known[need, axis]
+            if m.any():
+                sub = need[m]
+                self.bound[sub, 2 * axis:2 * axis + 2] = (
+                    at[m, 2 * axis:2 * axis + 2] if at is not None else self._extents(axis, self.pos[axis][sub]))
+        self.known[need] = True
+
+    def _position_boxes(self, idx):
+        """Connectivity boxes of the positions of units ``idx``, or None where the support graph does
+        not apply."""
+        leaf, out, kind = self.graph()
+        if kind != "dense" or out.dim() != 4 or self._support is False:
+            return None
+        if self._support is None:
+            try:
+                self._support = _window.SupportGraph(out, leaf)
+            except _window.Unsupported:
+                self._support = False
+                return None
+        rows, cols = self.pos[0][idx], self.pos[1][idx]
+        keys = list(zip(rows.tolist(), cols.tolist()))
+        missing = sorted(set(keys) - self.boxes_at.keys())
+        try:
+            for lo in range(0, len(missing), 64):
+                part = missing[lo:lo + 64]
+                got = self._support.boxes([p[0] for p in part], [p[1] for p in part])
+                self.boxes_at.update(zip(part, got))
+        except _window.Unsupported:
+            self._support = False
+            return None
+        return np.array([self.boxes_at[k] for k in keys], dtype=np.int64).reshape(-1, 4)
+
+    def _extents(self, axis, pos) -> np.ndarray:
+        leaf, out, kind = self.graph()
+        if kind == "none":
+            return np.zeros((pos.size, 2), dtype=np.int64)
+        if kind == "open":
+            return np.tile(np.array([0, self.hw[axis]], dtype=np.int64), (pos.size, 1))
+        cache = self.cache[axis]
+        if out.dim() != 4:  # FC-like output: one probe of every unit
+            if None not in cache:
+                v = torch.full((1,) + tuple(out.shape), float("nan"), dtype=out.dtype, device=out.device)
+                box = _probe.boxes_of(_probe.batched_input_grads(out, leaf, v) != 0)[0]
+                self.cache[0][None], self.cache[1][None] = tuple(box[:2]), tuple(box[2:])
+            return np.tile(np.array(cache[None], dtype=np.int64), (pos.size, 1))
+        missing = np.array(sorted({int(p) for p in pos} - cache.keys()), dtype=np.int64)
+        for lo in range(0, missing.size, self.batch_size):
+            u = missing[lo:lo + self.batch_size]
             v = torch.zeros((u.size,) + tuple(out.shape), dtype=out.dtype, device=out.device)
             i = torch.arange(u.size, device=out.device)
             if axis == 0:
                 v[i, 0, :, torch.as_tensor(u, device=out.device), :] = float("nan")
             else:
                 v[i, 0, :, :, torch.as_tensor(u, device=out.device)] = float("nan")
-            g = _probe.batched_input_grads(out, leaf, v)
-            ext[lo:lo + u.size] = _probe.support_extent(g != 0, axis)
-        bound[:, 2 * axis:2 * axis + 2] = ext[inverse]
-    return bound
+            ext = _probe.support_extent(_probe.batched_input_grads(out, leaf, v) != 0, axis)
+            cache.update(zip(u.tolist(), map(tuple, ext.tolist())))
+        return np.array([cache[int(p)] for p in pos], dtype=np.int64).reshape(-1, 2)
 
 
 def _support_boxes_exact(model, state, samples, chans, rows, cols, hw, use_structural, batch_size, bar,
                          func):
     """Boxes and dead flags for ``threshold == 0``: the bounding box of the union of the supports.
 
-    The union only grows, and it never leaves the bound of :func:`_support_bounds`; so a unit is done
-    as soon as it is alive (nonzero gradient on some random probe) and its box reaches the bound: the
-    remaining probes cannot change it. Units whose bound is empty are dead. The others run through the
-    probes until then (all of them in the worst case, which is the plain algorithm).
+    The union only grows, and it never leaves the connectivity bound (:class:`_Bounds`); so a unit is
+    done as soon as it is alive (nonzero gradient on some random probe) and its box reaches the bound:
+    the remaining probes cannot change it. Units whose bound is empty are dead. The others run through
+    the probes until then (all of them in the worst case, which is the plain algorithm). Bounds are
+    computed only for the units still running after a random probe, and only along an axis that their
+    box does not already span (a unit whose box is the whole image needs no bound at all). Each chunk
+    of units is settled (random probe, bound, structural probe) before the next one, so that the
+    progress bar moves chunk by chunk.
     """
     n_units = rows.size
-    bound = _support_bounds(model, state, samples[:1], chans, rows, cols, hw, batch_size, func)
+    windowed: dict = {}  # shared by the random probes' graphs: off once one is not windowed
+    bounds = _Bounds(model, state, samples[:1], chans, rows, cols, hw, batch_size, func)
     boxes = np.zeros((n_units, 4), dtype=np.int64)
     alive = np.zeros(n_units, dtype=bool)
     struct_done = np.zeros(n_units, dtype=bool)
-    empty_bound = (bound[:, 1] <= bound[:, 0]) | (bound[:, 3] <= bound[:, 2])
+    finished = np.zeros(n_units, dtype=bool)
 
-    def grads(x, idx, structural=False):
-        ctx = _structural_gradients(model) if structural else contextlib.nullcontext()
-        with ctx:
-            leaf, out = _probe.layer_output(model, state, x, func)
-        for lo in range(0, idx.size, batch_size):
-            part = idx[lo:lo + batch_size]
-            if out is None:
-                yield part, torch.zeros((part.size,) + tuple(hw))
-                continue
-            v = _probe.unit_cotangents(out, _sub(chans, part), rows[part], cols[part])
-            yield part, _probe.batched_input_grads(out, leaf, v)
+    def done(idx):
+        b = bounds.bound[idx]
+        known = bounds.known[idx].all(1)
+        empty = known & ((b[:, 1] <= b[:, 0]) | (b[:, 3] <= b[:, 2]))
+        return (known & alive[idx] & (boxes[idx] == b).all(1)) | empty
 
-    def done():
-        return (alive & (boxes == bound).all(1)) | empty_bound
-
-    finished = done()
-    bar.update(int(finished.sum()))
     for s in range(samples.shape[0]):
         todo = np.flatnonzero(~finished)
         if todo.size == 0:
             break
-        for part, g in grads(samples[s:s + 1], todo):
+        leaf, out = _probe.layer_output(model, state, samples[s:s + 1], func)
+        for part, g in _Probes(leaf, out, chans, rows, cols, hw, batch_size, windowed).chunks(todo):
             nz = g != 0
             alive[part] |= nz.flatten(1).any(1).cpu().numpy()
             boxes[part] = _probe.hull(boxes[part], _probe.boxes_of(nz))
-        todo = np.flatnonzero(alive & ~struct_done & ~done()) if use_structural else np.empty(0, int)
-        if todo.size:
-            for part, g in grads(samples[:1], todo, structural=True):
-                boxes[part] = _probe.hull(boxes[part], _probe.boxes_of(g != 0))
-            struct_done[todo] = True
-        now = done()
-        bar.update(int((now & ~finished).sum()))
-        finished = now
+            bounds.ensure(part, boxes, alive)
+            st = part[alive[part] & ~struct_done[part] & ~done(part)] if use_structural else part[:0]
+            if st.size:
+                for sub, gs in bounds.probes().chunks(st):
+                    boxes[sub] = _probe.hull(boxes[sub], _probe.boxes_of(gs != 0))
+                struct_done[st] = True
+            now = done(part)
+            bar.update(int((now & ~finished[part]).sum()))
+            finished[part] = now
+        del leaf, out
     bar.update(int((~finished).sum()))
     return boxes, ~alive
 
