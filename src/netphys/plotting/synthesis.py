@@ -6,7 +6,7 @@ import xarray as xr
 
 from .style import TRAINED, paper_figure, paper_plot
 
-__all__ = ["plot_image_grid", "plot_restarts", "plot_score_traces", "as_rgb"]
+__all__ = ["plot_image_grid", "plot_restarts", "plot_score_traces", "plot_prior_check", "as_rgb"]
 
 
 def as_rgb(img) -> np.ndarray:
@@ -116,4 +116,53 @@ def plot_score_traces(result: xr.Dataset, *, max_conditions: int = 6, layout: st
     ax.set_xlabel("generation" if result.attrs.get("method") == "evolve" else "step")
     ax.set_ylabel("best score so far")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6)
+    return fig
+
+
+@paper_plot
+def plot_prior_check(originals, reconstructions, samples, *, pixel_corr: float | None = None,
+                     baseline_pixel_corr: float | None = None, ncols: int = 8, layout: str = "double"):
+    """How an image prior (a generator trained to invert an encoder) looks: three rows of images.
+
+    Row a: held-out images ``x``; row b: their reconstructions ``G(E(x))``; row c: samples ``G(z)`` from
+    the prior's initial-code distribution (what an evolution starts from).
+
+    Parameters
+    ----------
+    originals, reconstructions, samples : array (n, channel, y, x) in [0, 1]
+    pixel_corr, baseline_pixel_corr : float, optional
+        Median pixel correlation of reconstructions with their originals, and of the mean training image
+        with them (printed in row b's label).
+    ncols : int
+        Images per row.
+    layout : {"double", "single"}
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    rows = [np.asarray(originals), np.asarray(reconstructions), np.asarray(samples)]
+    n = min(ncols, *(len(r) for r in rows))
+    if n < 1:
+        raise ValueError("plot_prior_check needs at least one image in every row")
+    if layout == "single":
+        n = min(n, 5)
+    w_in = 7.0 if layout == "double" else 3.5
+    cell = (w_in - 0.5) / n
+    fig, axes = paper_figure(layout, 3 * cell + 0.2, nrows=3, ncols=n, squeeze=False, func="plot_prior_check")
+    b = "G(E(x))"
+    if pixel_corr is not None:
+        b += f"\nr = {pixel_corr:.2f}"
+        if baseline_pixel_corr is not None:
+            b += f"\n(mean {baseline_pixel_corr:.2f})"
+    labels = ["a  held-out x", "b  " + b, "c  sample G(z)"]
+    for i, (imgs, lab) in enumerate(zip(rows, labels)):
+        for j in range(n):
+            ax = axes[i, j]
+            ax.imshow(as_rgb(imgs[j]), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for sp in ax.spines.values():
+                sp.set_visible(False)
+        axes[i, 0].set_ylabel(lab, fontsize=6, rotation=0, ha="right", va="center")
     return fig

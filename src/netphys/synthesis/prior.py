@@ -3,11 +3,12 @@
 :class:`DeePSiMPrior` maps a code -- the activation of one layer of the shipped default network
 (``netphys_vgg16``, 64 px, trained on Imagenette), by default ``fc6`` before its ReLU (256 numbers) --
 to a 64 x 64 RGB image. It is trained, as Dosovitskiy & Brox (2016), to *invert* that layer: given the
-code of a real image it must give back the image, judged by a pixel loss, a feature (perceptual) loss
-in a comparator network's feature space and a small adversarial loss from a discriminator that sees
-the image and the code. Searching its code space with CMA-ES (:func:`netphys.synthesis.evolve`) then
-keeps the images close to what the encoder's features can express (the XDream recipe of Ponce et
-al. 2019, at 64 px).
+code of a real image it must give back the image, judged by a pixel loss and optionally (DeePSiM) a
+feature (perceptual) loss in a comparator network's feature space, a code loss and an adversarial loss
+from a discriminator that sees the image and the code. The shipped weights use the pixel loss only (see
+:data:`DEFAULT_LOSS_WEIGHTS` for why): their images are smooth, blurred colour layouts, not sharp
+objects. Searching its code space with CMA-ES (:func:`netphys.synthesis.evolve`) keeps the images within
+what the generator can draw (the XDream recipe of Ponce et al. 2019, at 64 px).
 
 * :func:`load_prior` / :meth:`DeePSiMPrior.pretrained` load the shipped weights
   (``netphys/data/prior``), sha256-checked against ``manifest.json``.
@@ -25,6 +26,7 @@ References
 ----------
 Dosovitskiy, A. & Brox, T. (2016). Generating images with perceptual similarity metrics based on deep
 networks. NeurIPS 29.
+Dosovitskiy, A. & Brox, T. (2016). Inverting visual representations with convolutional networks. CVPR.
 Ponce, C. R. et al. (2019). Evolving images for visual neurons using a deep generative network reveals
 coding principles and neuronal preferences. Cell 177, 999-1009.
 """
@@ -62,8 +64,14 @@ MANIFEST_FILE = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 SCHEMA = "netphys-prior/1"
 
-#: default loss weights of :func:`train_prior` (each term is normalised to about 1 for a blank image)
-DEFAULT_LOSS_WEIGHTS = {"pixel": 1.0, "feature": 0.3, "code": 0.1, "adversarial": 0.01}
+#: default loss weights of :func:`train_prior` (each term is normalised to about 1 for a blank image): the
+#: pixel loss alone, as in the inversion networks of Dosovitskiy & Brox (CVPR 2016), which is what the shipped
+#: weights were trained with. The feature, code and adversarial terms of DeePSiM are there to be switched on;
+#: within this project's CPU budget they hurt (docs/prior.md shows the runs): the code term (0.1) was met
+#: with high-frequency "fooling" patterns (code r 0.96, conv4_3 r 0.36, every reconstruction one template),
+#: the feature term (1.0 or 0.1, with adversarial 0.01) filled reconstructions with the comparator's
+#: pooling-grid texture.
+DEFAULT_LOSS_WEIGHTS = {"pixel": 1.0, "feature": 0.0, "code": 0.0, "adversarial": 0.0}
 #: default comparator layers (post-ReLU activations of the encoder network)
 DEFAULT_COMPARATOR = ("conv2_2", "conv3_3", "conv4_3")
 
@@ -217,8 +225,12 @@ def default_encoder(code_layer: str = "fc6:pre", comparator=DEFAULT_COMPARATOR) 
 
 # -------------------------------------------------------------------------------------------- networks
 class _GeneratorNet(nn.Module):
-    """code -> fc -> (8w, 4, 4) -> x2 stages (transposed conv 4x4 + conv 3x3, LeakyReLU) -> a last
-    transposed conv to RGB at full size -> sigmoid."""
+    """code -> fc -> (8w, 4, 4) -> x2 stages (nearest upsampling + two 3x3 convs, LeakyReLU; halving the
+    channels) -> a last x2 upsampling and 3x3 conv to RGB at full size -> sigmoid.
+
+    Upsampling by interpolation + convolution instead of transposed convolutions avoids their
+    checkerboard artefacts (Odena, Dumoulin & Olah 2016), which CMA-ES would otherwise exploit.
+    """
 
     def __init__(self, latent_size: int, width: int, image_size: int = 64):
         super().__init__()
@@ -228,10 +240,10 @@ class _GeneratorNet(nn.Module):
         self.fc = nn.Linear(latent_size, chans[0] * 16)
         blocks = []
         for cin, cout in zip(chans[:-1], chans[1:]):
-            blocks += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-                       nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2)]
+            blocks += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1),
+                       nn.LeakyReLU(0.2), nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2)]
         self.up = nn.Sequential(*blocks)
-        self.out = nn.ConvTranspose2d(chans[-1], 3, 4, stride=2, padding=1)
+        self.out = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(chans[-1], 3, 3, padding=1))
 
     def forward(self, z):
         h = F.leaky_relu(self.fc(z), 0.2).view(len(z), self.c0, 4, 4)
