@@ -48,6 +48,27 @@ def demo_configs(random_state: int = 0, quick: bool = False) -> dict:
     return {"fig3": fig3, "fig5": fig5, "id_layers": idl}
 
 
+def synthesis_config(random_state: int = 0, quick: bool = False):
+    """The demo's preferred-images run: 3 units in each of 3 layers, CMA-ES over the shipped prior and DeepTune."""
+    from .synthesis import PreferredImagesConfig
+
+    # fewer generations (30), restarts (3) and a smaller population (12) than the paper's 100 / 10 / 20, to keep
+    # this section near a minute on 2 cores (the network's forward passes are the cost)
+    cfg = PreferredImagesConfig(layers=("conv2_1", "conv4_1", "fc7"), units=3, space="prior", iterations=30,
+                                restarts=3, popsize=12, deeptune_steps=100, deeptune_restarts=2,
+                                random_state=random_state)
+    if quick:
+        cfg = replace(cfg, iterations=10, restarts=2, deeptune_steps=20)
+    return cfg
+
+
+def run_synthesis_demo(out, *, random_state: int = 0, progress: bool = True, quick: bool = False):
+    """Run ``synthesis.preferred_images`` with :func:`synthesis_config` into ``out``; the ExperimentRun."""
+    from .runner import run_experiment
+
+    return run_experiment("synthesis.preferred_images", synthesis_config(random_state, quick), out, progress=progress)
+
+
 def run_demo(out="netphys-demo", *, random_state: int = 0, progress: bool = True, quick: bool = False) -> Path:
     """Run the demo pipeline; returns the path of ``report.html``."""
     import matplotlib.pyplot as plt
@@ -84,6 +105,10 @@ def run_demo(out="netphys-demo", *, random_state: int = 0, progress: bool = True
         orient_report = run_default_model(DefaultModelConfig(random_state=random_state, n_images=300), out / "orientation",
                                           progress=progress)
     timings["orientation"] = round(time.time() - t, 1)
+
+    t = time.time()
+    syn = run_synthesis_demo(out / "synthesis", random_state=random_state, progress=progress, quick=quick)
+    timings["synthesis"] = round(time.time() - t, 1)
 
     man = trained.netphys.extra
     rep = Report("netphys demo: in-silico neurophysiology of the default VGG-16",
@@ -124,8 +149,27 @@ def run_demo(out="netphys-demo", *, random_state: int = 0, progress: bool = True
                       "unit's responses (blue); dashed: the 0.33 selectivity threshold.")
         rep.link("orientation/report.html", "Full orientation report: tuning curves, ablation, shift invariance, V1")
 
+    rep.heading("Preferred images (synthesis)")
+    rep.text(f"Preferred images of {syn.result.sizes['unit']} sampled units of the trained network, evolved by "
+             f"CMA-ES ({syn.result.attrs['optimizer']}, {syn.result.attrs['iterations']} generations, "
+             f"{syn.result.attrs['restarts']} restarts) over the codes of the shipped 64-px image prior "
+             "(a DeePSiM-style generator trained to invert the network's fc6; it draws blurred colour layouts, not "
+             "sharp objects), and by DeepTune gradient ascent on the pixels.")
+    captions = {"prior_check": "The image space: held-out images (a), their reconstructions through the prior "
+                               "(b) and samples from it (c).",
+                **{f"{m}_{l}_max_best": f"{l}: the best of the restarts by {how}; unit (channel) and score above "
+                                        "each image."
+                   for l in syn.config.layers
+                   for m, how in (("evolve", "CMA-ES over the prior"), ("deeptune", "DeepTune on the pixels"))}}
+    for stem, caption in captions.items():
+        png = out / "synthesis" / f"{stem}.png"
+        if png.is_file():
+            rep.image(png, caption)
+    rep.link("synthesis/report.html", "Full synthesis report: every restart, score traces, stability")
+
     rep.heading("Configs and provenance")
-    rep.json({k: config_to_dict(v) for k, v in cfgs.items()}, "configs")
+    rep.json({**{k: config_to_dict(v) for k, v in cfgs.items()}, "synthesis": config_to_dict(syn.config)},
+             "configs")
     prov = provenance(trained, seed=random_state, timings=timings, seconds=round(time.time() - t0, 1),
                       quick=quick)
     rep.json(prov, "provenance")

@@ -256,7 +256,8 @@ def _assemble(out: dict, table: pd.DataFrame, cfg, space) -> xr.Dataset:
         rows = np.flatnonzero(table["layer"].to_numpy() == l)
         names[rows] = ds["condition_name"].values
         r = ds.sizes["restart"]
-        images[mi, di, rows, :r] = np.round(np.clip(ds["images"].values, 0, 1) * 255).astype(np.uint8)
+        img = ds["images"].transpose("condition", "restart", "channel", "y", "x").values
+        images[mi, di, rows, :r] = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
         best_image[mi, di, rows] = ds["best_image"].values
         sc = (ds["best_score"] if m == "evolve" else ds["final_score"]).transpose("condition", "restart").values
         score[mi, di, rows, :r] = sc

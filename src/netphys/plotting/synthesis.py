@@ -74,7 +74,11 @@ def plot_restarts(result: xr.Dataset, *, max_conditions: int = 6, max_restarts: 
     r = min(int(imgs.sizes["restart"]), max_restarts)
     w_in = 7.0 if layout == "double" else 3.5
     cell = min(w_in / (r + 0.6), 1.1)
-    fig, axes = paper_figure(layout, cell * k + 0.3, nrows=k, ncols=r, squeeze=False, func="plot_restarts")
+    # with few restarts, keep the images at their cell size (left-aligned) instead of spreading them out
+    ncols = max(r, int((w_in - 0.6) // cell))
+    fig, axes = paper_figure(layout, cell * k + 0.3, nrows=k, ncols=ncols, squeeze=False, func="plot_restarts")
+    for ax in axes[:, r:].ravel():
+        ax.set_axis_off()
     titles = _titles(result, k)
     best_r = result["best_restart"].values if "best_restart" in result else np.full(k, -1)
     for i in range(k):
