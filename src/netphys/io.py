@@ -1,6 +1,7 @@
 """Atomic writes and labelled-array storage (netCDF via h5netcdf)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -24,6 +25,15 @@ def _publish(tmp: str, path: Path) -> None:
     """Give the temp file the mode an ordinary ``open()`` would (mkstemp makes it 0600), then rename."""
     os.chmod(tmp, 0o666 & ~_UMASK)
     os.replace(tmp, path)
+
+
+def file_sha256(path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

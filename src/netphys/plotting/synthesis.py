@@ -117,6 +117,9 @@ def plot_score_traces(result: xr.Dataset, *, max_conditions: int = 6, layout: st
         c = cmap(i / max(k - 1, 1))
         ax.plot(it, v.mean("restart").values, color=c, lw=1.0, label=titles[i])
         ax.fill_between(it, v.min("restart").values, v.max("restart").values, color=c, alpha=0.2, lw=0)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("generation" if result.attrs.get("method") == "evolve" else "step")
     ax.set_ylabel("best score so far")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6)

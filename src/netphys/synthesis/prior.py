@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io import file_sha256
 from .._random import torch_generator
 from .._validation import NetphysError, check_device, check_int, param_error
 from .base import Generator
@@ -79,14 +80,6 @@ DEFAULT_COMPARATOR = ("conv2_2", "conv3_3", "conv4_3")
 def prior_dir() -> Path:
     """Folder of the shipped prior (``netphys/data/prior``: ``weights.pt`` and ``manifest.json``)."""
     return Path(str(resources.files("netphys") / "data" / "prior"))
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- encoder
@@ -449,7 +442,7 @@ def load_prior(path=None, *, device=None) -> DeePSiMPrior:
     wpath = folder / manifest.get("weights_file", WEIGHTS_FILE)
     if not wpath.is_file():
         raise param_error("path", func, "a prior folder holding its weights file", str(wpath))
-    sha = _sha256_file(wpath)
+    sha = file_sha256(wpath)
     if sha != manifest.get("weights_sha256"):
         raise NetphysError(f"the weights {wpath} have sha256 {sha}, but the manifest records "
                            f"{manifest.get('weights_sha256')}; the file is damaged or not this prior's")
