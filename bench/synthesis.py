@@ -15,6 +15,8 @@ units on the image (where per-call Python overhead dominates, as on a GPU).
 
     python bench/synthesis.py                          # 10 restarts x 21 conditions, 10 generations
     python bench/synthesis.py --iterations 30 --threads 2 --json bench_synthesis.json
+    (the network scorer runs --model-iterations generations, default 3: one generation of 10 x 21 searches
+    is ~5,000 forward passes)
 """
 from __future__ import annotations
 
@@ -106,6 +108,8 @@ def main(argv=None):
     p.add_argument("--conditions", type=int, default=21)
     p.add_argument("--restarts", type=int, default=10)
     p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--model-iterations", type=int, default=3,
+                   help="generations for the network scorer (each costs restarts x conditions x popsize forwards)")
     p.add_argument("--loop-searches", type=int, default=2, help="restarts the loop reference runs (scaled up)")
     p.add_argument("--freq-cut", type=float, default=0.25)
     p.add_argument("--batch-size", type=int, default=1024)
@@ -130,7 +134,9 @@ def main(argv=None):
         model = load_model(args.model, "default")
         obj = Unit(model, args.layer, np.arange(args.conditions) % 4096, site="post")
         label = f"{args.model} {args.layer}"
-        out["evolve"].append(bench_evolve(obj, space, args, label))
+        out["evolve"].append(bench_evolve(obj, space, argparse.Namespace(**{**vars(args),
+                                                                           "iterations": args.model_iterations}),
+                                          label))
         out["deeptune"].append(bench_deeptune(obj, args, label, size))
     for r in out["evolve"]:
         print(f"[evolve/{r['scorer']}] {r['restarts']} restarts x {r['conditions']} conditions, {r['iterations']} "
