@@ -59,7 +59,22 @@ def synthesis_config(random_state: int = 0, quick: bool = False):
                                 random_state=random_state)
     if quick:
         cfg = replace(cfg, iterations=10, restarts=2, deeptune_steps=20)
+    if not _prior_fits_default_model():
+        cfg = replace(cfg, space="fourier", popsize=None)
     return cfg
+
+
+def _prior_fits_default_model() -> bool:
+    """Whether the shipped prior was trained on the installed default model (its codes are that model's fc6)."""
+    from .._validation import NetphysError
+    from ..synthesis.prior import load_prior
+
+    try:
+        load_prior().encoder(check=True)
+    except NetphysError as exc:
+        log.warning("demo: %s; the preferred images are evolved in the Fourier space instead", exc)
+        return False
+    return True
 
 
 def run_synthesis_demo(out, *, random_state: int = 0, progress: bool = True, quick: bool = False):
@@ -150,17 +165,19 @@ def run_demo(out="netphys-demo", *, random_state: int = 0, progress: bool = True
         rep.link("orientation/report.html", "Full orientation report: tuning curves, ablation, shift invariance, V1")
 
     rep.heading("Preferred images (synthesis)")
+    space = ("the codes of the shipped 64-px image prior (a DeePSiM-style generator trained to invert the "
+             "network's fc6; it draws blurred colour layouts, not sharp objects)" if syn.config.space == "prior"
+             else "the Fourier space (the shipped prior was not trained on this default model)")
     rep.text(f"Preferred images of {syn.result.sizes['unit']} sampled units of the trained network, evolved by "
              f"CMA-ES ({syn.result.attrs['optimizer']}, {syn.result.attrs['iterations']} generations, "
-             f"{syn.result.attrs['restarts']} restarts) over the codes of the shipped 64-px image prior "
-             "(a DeePSiM-style generator trained to invert the network's fc6; it draws blurred colour layouts, not "
-             "sharp objects), and by DeepTune gradient ascent on the pixels.")
+             f"{syn.result.attrs['restarts']} restarts) over {space}, and by DeepTune gradient ascent on the pixels.")
     captions = {"prior_check": "The image space: held-out images (a), their reconstructions through the prior "
                                "(b) and samples from it (c).",
                 **{f"{m}_{l}_max_best": f"{l}: the best of the restarts by {how}; unit (channel) and score above "
                                         "each image."
                    for l in syn.config.layers
-                   for m, how in (("evolve", "CMA-ES over the prior"), ("deeptune", "DeepTune on the pixels"))}}
+                   for m, how in (("evolve", f"CMA-ES over the {syn.config.space} space"),
+                                  ("deeptune", "DeepTune on the pixels"))}}
     for stem, caption in captions.items():
         png = out / "synthesis" / f"{stem}.png"
         if png.is_file():
