@@ -291,7 +291,7 @@ class _Probes:
         if windowed.get("ok", True) and out is not None and out.requires_grad:
             try:
                 self.win = _window.WindowedGraph(out, leaf)
-            except _window.Unsupported:
+            except (_window.Unsupported, AttributeError):  # AttributeError: a torch with other saved-tensor names
                 windowed["ok"] = False
 
     def chunks(self, idx: np.ndarray):
@@ -329,7 +329,7 @@ class _Probes:
             groups.append((cot, int(pos[grp[0], 0]), int(pos[grp[0], 1])))
         try:
             return torch.cat(self.win.input_grads(groups))
-        except _window.Unsupported:  # found on the way (e.g. a broadcast): plain autograd from here on
+        except (_window.Unsupported, AttributeError):  # e.g. a broadcast found on the way: plain autograd from here
             self.win, self.windowed["ok"] = None, False
             return None
 
@@ -418,7 +418,7 @@ class _Bounds:
         if self._support is None:
             try:
                 self._support = _window.SupportGraph(out, leaf)
-            except _window.Unsupported:
+            except (_window.Unsupported, AttributeError):  # AttributeError: a torch with other saved-tensor names
                 self._support = False
                 return None
         rows, cols = self.pos[0][idx], self.pos[1][idx]
@@ -429,7 +429,7 @@ class _Bounds:
                 part = missing[lo:lo + 64]
                 got = self._support.boxes([p[0] for p in part], [p[1] for p in part])
                 self.boxes_at.update(zip(part, got))
-        except _window.Unsupported:
+        except (_window.Unsupported, AttributeError):  # AttributeError: a torch with other saved-tensor names
             self._support = False
             return None
         return np.array([self.boxes_at[k] for k in keys], dtype=np.int64).reshape(-1, 4)
