@@ -10,6 +10,9 @@ initialised copies:
 3. the intrinsic-dimension profile across layers (TwoNN);
 4. the orientation-selectivity rig on the same model: gratings, gOSI per channel with the shuffle
    control, ablation of top vs bottom gOSI halves and shift invariance (its own report, linked);
+5. preferred images of 3 units in each of conv2_1, conv4_1 and fc7: CMA-ES over the shipped image prior
+   (the Fourier space when the prior was not trained on the installed default model) and DeepTune
+   (``synthesis.preferred_images``, its own report, linked);
 
 and writes one HTML report with every figure (also saved as PNG and SVG), the numbers, the configs and
 the provenance. Every stage caches its results under ``out``: a rerun resumes.
