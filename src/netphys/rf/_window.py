@@ -27,6 +27,8 @@ raises :class:`Unsupported` when the graph is built; gradients of different shap
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 
@@ -227,7 +229,7 @@ def _merge(a: _Msg, b: _Msg) -> _Msg:
     return _Msg(t, r, c, a.hw)
 
 
-class _Walker:
+class _Walker(abc.ABC):
     """Topological walk of the nodes reaching the input, carrying one message per group of units
     (units at one output position) through each node."""
 
@@ -293,8 +295,9 @@ class _Walker:
             if self.values and node.out_c is not None and m.t.shape[1] != node.out_c:
                 raise Unsupported("channel mismatch (broadcasting)")
 
+    @abc.abstractmethod
     def _apply(self, node: _Node, msgs: list) -> list:
-        raise NotImplementedError
+        """The messages ``node`` sends to its inputs, given the messages that reached it."""
 
     @staticmethod
     def _unpad(node: _Node, m: _Msg) -> _Msg | None:
