@@ -183,3 +183,10 @@ def test_evolution_in_the_prior_space_and_the_report(tmp_path):
     assert (tr[..., -1] >= tr[..., 0]).all() and (tr[..., -1] > tr[..., 0]).any()
     html = (tmp_path / "run" / "report.html").read_text()
     assert "DeePSiM-style prior" in html and (tmp_path / "run" / "prior_check.png").is_file()
+
+
+def test_shipped_prior_passes_check_generator(prior):
+    """The prior is a built-in space: the plug-in conformance check holds for it as for the others."""
+    from netphys.testing import check_generator
+
+    check_generator(prior)

@@ -53,6 +53,7 @@ from ..io import file_sha256
 from .._random import torch_generator
 from .._validation import NetphysError, check_device, check_int, param_error
 from .base import Generator
+from .generators import _check_codes
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +376,8 @@ class DeePSiMPrior(Generator):
                               f"(codes of {self.code_layer})")
         if not codes.dtype.is_floating_point:
             raise param_error("codes", "DeePSiMPrior.forward", "a floating-point tensor", str(codes.dtype))
-        return self.net(codes.to(device=self.device, dtype=torch.float32))
+        # the rest (empty batch, non-finite values, dtype and device) as every built-in space checks it
+        return self.net(_check_codes(codes, self.latent_size, "DeePSiMPrior.forward", self.device))
 
     def describe(self) -> dict:
         d = super().describe()
