@@ -19,7 +19,9 @@ def _cmd_train(a):
     from .train import TrainConfig, train
 
     cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, random_state=a.seed,
-                      width=a.width, size=a.size, threads=a.threads)
+                      width=a.width, size=a.size, threads=a.threads, activation=a.activation,
+                      epsilon=a.epsilon, attack_steps=a.attack_steps, init=a.init,
+                      label_smoothing=a.label_smoothing)
     _, man = train(a.train_dir, a.val_dir, config=cfg, out=a.out, device=a.device, progress=not a.no_progress)
     print(f"validation top-1: {man.get('val_top1')}  ({man['train_seconds']:.0f} s); written to {a.out}")
     return 0
@@ -129,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--device", default="cpu")
+    t.add_argument("--activation", default="relu", choices=("relu", "tanh"),
+                   help="nonlinearity (tanh: the Tanh twin of the functional-segregation paper)")
+    t.add_argument("--epsilon", type=float, default=0.0,
+                   help="adversarial training: L-inf PGD radius in grey levels (2 = 2/255); 0 = clean")
+    t.add_argument("--attack-steps", type=int, default=3, help="PGD steps per minibatch (default 3)")
+    t.add_argument("--init", default=None,
+                   help="fine-tune from these weights: 'default' (the shipped model) or a netphys train folder")
+    t.add_argument("--label-smoothing", type=float, default=0.1)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
 

@@ -62,6 +62,18 @@ class TrainConfig:
     random_state : int
     threads : int or None
         PyTorch intra-op threads (``None``: PyTorch's setting).
+    activation : {"relu", "tanh"}
+        The network's nonlinearity (``"tanh"``: the Tanh twin of the functional-segregation paper).
+    epsilon : float, default 0
+        Adversarial training: radius of the L-infinity PGD attack in grey levels (``2`` = 2/255);
+        0 trains on clean images.
+    attack_steps : int, default 3
+        PGD steps per minibatch (step ``2.5 epsilon / attack_steps``, random start; see
+        :class:`netphys.training.adversarial.PGD`).
+    init : str or None
+        Start from these weights instead of a random initialisation (fine-tuning): ``"default"`` (the
+        shipped default model) or the path of a ``netphys train`` output; the architecture is then
+        that model's (``width``/``activation`` must match it).
     """
 
     epochs: int = 24
@@ -75,6 +87,10 @@ class TrainConfig:
     width: float = 0.25
     random_state: int = 0
     threads: int | None = None
+    activation: str = "relu"
+    epsilon: float = 0.0
+    attack_steps: int = 3
+    init: str | None = None
 
     def validate(self) -> "TrainConfig":
         """Check every field (errors name :func:`train`, the public entry); returns ``self``.
@@ -99,6 +115,14 @@ class TrainConfig:
         check_int(self.random_state, "random_state", func, min_value=0)
         if self.threads is not None:
             check_int(self.threads, "threads", func, min_value=1)
+        from .models.architectures import ACTIVATIONS
+
+        if self.activation not in ACTIVATIONS:
+            raise param_error("activation", func, f"one of {sorted(ACTIVATIONS)}", self.activation)
+        _number(self.epsilon, "epsilon", 0.0, 255.0, lo_open=False, hi_open=False)
+        check_int(self.attack_steps, "attack_steps", func, min_value=1)
+        if self.init is not None and not isinstance(self.init, (str, os.PathLike)):
+            raise param_error("init", func, "None, 'default' or a path to netphys train output", self.init)
         return self
 
 
@@ -180,6 +204,27 @@ def train(train_dir, val_dir=None, *, config: TrainConfig = TrainConfig(), out=N
         torch.set_num_threads(threads)
 
 
+def _architecture_of(model) -> dict:
+    """The ``netphys_vgg16`` keyword arguments that rebuild ``model`` (a SmallVGG)."""
+    from torch import nn
+
+    from .models.architectures import DEFAULT_ARCH, SmallVGG
+
+    if not isinstance(model, SmallVGG):
+        raise param_error("init", "train", "weights of a netphys_vgg16 model", type(model).__name__)
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    lins = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    acts = [m for m in model.features if isinstance(m, (nn.ReLU, nn.Tanh))]
+    arch = dict(DEFAULT_ARCH)
+    arch.update(width=convs[0].out_channels / 64, hidden=lins[0].out_features, num_classes=lins[-1].out_features,
+                pool_size=model.avgpool.output_size[0],
+                batch_norm=any(isinstance(m, nn.BatchNorm2d) for m in model.features),
+                dropout=next(m.p for m in model.classifier if isinstance(m, nn.Dropout)))
+    if isinstance(acts[0], nn.Tanh):
+        arch["activation"] = "tanh"
+    return arch
+
+
 def _train(train_dir, val_dir, *, config: TrainConfig, out, device, progress: bool):
     from .models.architectures import DEFAULT_ARCH, netphys_vgg16
 
@@ -207,13 +252,37 @@ def _train(train_dir, val_dir, *, config: TrainConfig, out, device, progress: bo
         data.update(x_val=va.load_images(), y_val=va.labels.astype(np.int64))
     t_load = time.time() - t0
 
-    arch = dict(DEFAULT_ARCH, width=config.width, num_classes=len(tr.class_names))
-    model = netphys_vgg16(**arch).to(device)
+    init_ident = None
+    if config.init is None:
+        arch = dict(DEFAULT_ARCH, width=config.width, num_classes=len(tr.class_names))
+        if config.activation != "relu":
+            arch["activation"] = config.activation
+        model = netphys_vgg16(**arch).to(device)
+    else:  # fine-tuning: the architecture is the initial model's
+        from .models import load_model
+        from .models.loading import model_info
+
+        init = load_model("netphys_vgg16", str(config.init))
+        info = model_info(init)
+        arch = {k: v for k, v in _architecture_of(init).items()}
+        if arch.get("activation", "relu") != config.activation:
+            raise param_error("activation", func, f"the activation of the init model ({arch.get('activation', 'relu')!r})",
+                              config.activation)
+        if arch["num_classes"] != len(tr.class_names):
+            raise param_error("init", func, f"a model with {len(tr.class_names)} outputs (the classes of train_dir)",
+                              f"{arch['num_classes']} outputs")
+        model = init.to(device)
+        init_ident = {"weights": str(config.init), "identity": info.weights, "sha256": info.sha256}
+    perturb = None
+    if config.epsilon > 0:
+        from .training.adversarial import PGD
+
+        perturb = PGD(config.epsilon / 255.0, steps=config.attack_steps)
     sgd = functools.partial(torch.optim.SGD, lr=config.lr, momentum=config.momentum, nesterov=True,
                             weight_decay=config.weight_decay)
     result = fit(model, data, epochs=config.epochs, batch_size=config.batch_size, optimizer=sgd, lr=config.lr,
                  schedule=OneCycle(max_lr=config.lr, pct_start=0.25), label_smoothing=config.label_smoothing,
-                 augment=PadCropFlip(config.pad), normalise=_pixel_normaliser(pre), eval_every=5,
+                 augment=PadCropFlip(config.pad), normalise=_pixel_normaliser(pre), eval_every=5, perturb=perturb,
                  random_state=gen, device=device, progress=progress, desc="train")
     history = result.history
     manifest = {
@@ -224,6 +293,8 @@ def _train(train_dir, val_dir, *, config: TrainConfig, out, device, progress: bo
                  "n_train": len(tr), "n_val": len(va) if va is not None else 0,
                  "classes": tr.class_names},
         "config": asdict(config),
+        "adversarial": perturb.describe() if perturb is not None else None,
+        "init": init_ident,
         "seed": config.random_state,
         "history": history,
         "val_top1": history[-1].get("val_top1"),

@@ -19,7 +19,19 @@ def scaled_plan(plan=VGG16_PLAN, width: float = 0.25):
     return tuple(v if v == "M" else max(1, int(round(v * width))) for v in plan)
 
 
-def make_features(plan, batch_norm: bool = True, in_channels: int = 3) -> nn.Sequential:
+#: Nonlinearities of :func:`netphys_vgg16` (``"tanh"``: the functional-segregation paper's control).
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        from .._validation import param_error
+
+        raise param_error("activation", "netphys_vgg16", f"one of {sorted(ACTIVATIONS)}", name)
+    return ACTIVATIONS[name]()
+
+
+def make_features(plan, batch_norm: bool = True, in_channels: int = 3, activation: str = "relu") -> nn.Sequential:
     layers: list[nn.Module] = []
     c = in_channels
     for v in plan:
@@ -29,7 +41,7 @@ def make_features(plan, batch_norm: bool = True, in_channels: int = 3) -> nn.Seq
             layers.append(nn.Conv2d(c, v, kernel_size=3, padding=1))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(v))
-            layers.append(nn.ReLU(inplace=True))
+            layers.append(_activation(activation))
             c = v
     return nn.Sequential(*layers)
 
@@ -48,26 +60,28 @@ class SmallVGG(nn.Module):
         Output size of the adaptive average pool before the classifier (2 for 64x64 input).
     batch_norm : bool
     dropout : float
+    activation : {"relu", "tanh"}
+        The nonlinearity after every conv and hidden FC layer.
     """
 
     def __init__(self, plan, num_classes: int = 10, hidden: int = 256, pool_size: int = 2,
-                 batch_norm: bool = True, dropout: float = 0.3):
+                 batch_norm: bool = True, dropout: float = 0.3, activation: str = "relu"):
         super().__init__()
-        self.features = make_features(plan, batch_norm=batch_norm)
+        self.features = make_features(plan, batch_norm=batch_norm, activation=activation)
         last = [v for v in plan if v != "M"][-1]
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.classifier = nn.Sequential(
             nn.Linear(last * pool_size * pool_size, hidden),
-            nn.ReLU(inplace=True),
+            _activation(activation),
             nn.Dropout(p=dropout),
             nn.Linear(hidden, hidden),
-            nn.ReLU(inplace=True),
+            _activation(activation),
             nn.Dropout(p=dropout),
             nn.Linear(hidden, num_classes),
         )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity=activation)
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +98,10 @@ DEFAULT_ARCH = dict(width=0.25, hidden=256, pool_size=2, batch_norm=True, dropou
 def netphys_vgg16(num_classes: int = 10, *, width: float = DEFAULT_ARCH["width"],
                   hidden: int = DEFAULT_ARCH["hidden"], pool_size: int = DEFAULT_ARCH["pool_size"],
                   batch_norm: bool = DEFAULT_ARCH["batch_norm"],
-                  dropout: float = DEFAULT_ARCH["dropout"]) -> SmallVGG:
-    """The netphys default architecture: VGG-16 shape at ``width`` x channels, for 64x64 input."""
+                  dropout: float = DEFAULT_ARCH["dropout"], activation: str = "relu") -> SmallVGG:
+    """The netphys default architecture: VGG-16 shape at ``width`` x channels, for 64x64 input.
+
+    ``activation="tanh"`` builds the Tanh twin (the functional-segregation paper's ReLU-vs-Tanh control).
+    """
     return SmallVGG(scaled_plan(VGG16_PLAN, width), num_classes=num_classes, hidden=hidden,
-                    pool_size=pool_size, batch_norm=batch_norm, dropout=dropout)
+                    pool_size=pool_size, batch_norm=batch_norm, dropout=dropout, activation=activation)

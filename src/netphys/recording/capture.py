@@ -23,7 +23,8 @@ class Capture:
     ``fn(output) -> tensor`` runs inside the hook on the module's output at that call (a gather of
     sampled units, a channel mean, the identity): it must copy what it keeps (``index_select``,
     ``clone``), because a later in-place activation (VGG's ``ReLU(inplace=True)``) overwrites the
-    module's output. Use it as a context manager; inside, ``capture(x)`` runs ``model(x)`` and returns
+    module's output. A reader with the attribute ``reads_input = True`` receives the call's first
+    positional input instead (what a linear readout of that layer sees; see :func:`input_reader`). Use it as a context manager; inside, ``capture(x)`` runs ``model(x)`` and returns
     ``{key: fn(output)}``. Gradients flow unless the caller runs under ``torch.no_grad()``.
 
     Parameters
@@ -67,8 +68,8 @@ class Capture:
                 return
             if not isinstance(output, torch.Tensor):
                 raise NetphysError(f"module {module!r} returned {type(output).__name__}, not a tensor")
-            for key, f in entries:
-                self._got[key] = f(output)
+            for key, f in entries:  # a reader marked ``reads_input`` gets the call's first input
+                self._got[key] = f(_inp[0] if getattr(f, "reads_input", False) else output)
             self._done += 1
             if self.stop and self._done == self._n_sites:
                 raise StopForward
@@ -97,6 +98,15 @@ class Capture:
                                "must run in every forward pass (check the call index)")
         got, self._got = self._got, {}
         return got
+
+
+def input_reader(gather: Callable | None = None) -> Callable:
+    """``fn(input)`` for :class:`Capture` reading a call's first input (flattened to ``(n, F)`` float32)."""
+    def fn(inp):
+        v = gather(inp) if gather is not None else inp.flatten(1).clone()
+        return v.to(torch.float32)
+    fn.reads_input = True
+    return fn
 
 
 def site_reader(site: CallSite, gather: Callable | None = None, *, detach: bool = False) -> Callable:

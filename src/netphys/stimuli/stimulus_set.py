@@ -396,6 +396,86 @@ class StimulusSet:
             chosen.append(np.sort(rng.choice(idx, size=k, replace=False)))
         return self.take(np.concatenate(chosen))
 
+    def select_diverse(self, model, layer: str | None = None, k: int = 160, *, n_components: int = 300,
+                       random_state=0, n_init: int = 10, batch_size: int = 64, device=None,
+                       progress: bool = False) -> "StimulusSet":
+        """The ``k`` stimuli that best span a network's output space (the paper's *diverseSet*).
+
+        Records every unit of ``layer`` for all stimuli with :func:`netphys.recording.record`, then
+        selects with :func:`netphys.stimuli.diverse_subset` (PCA, k-means, the stimulus nearest each
+        centre, no stimulus twice).
+
+        Parameters
+        ----------
+        model : nn.Module
+        layer : str, optional
+            Layer whose output spans the space (an alias such as ``fc8`` or a dotted module name,
+            recorded at ``site="pre"``). Default: the model's last conv / FC layer in depth order
+            (:func:`netphys.models.layers.default_layers`), for a classifier its final Linear layer,
+            i.e. the output before the softmax (the logits), as in the paper.
+        k : int, default 160
+            Stimuli to select, in ``[2, len(self)]``.
+        n_components, random_state, n_init
+            As in :func:`~netphys.stimuli.diverse_subset`.
+        batch_size : int, default 64
+        device : str or torch.device, optional
+            Where the model runs (default its own device; restored afterwards).
+        progress : bool
+            Show a progress bar while recording.
+
+        Returns
+        -------
+        StimulusSet
+            The ``k`` selected stimuli, in cluster order, with the columns ``diverse_cluster``,
+            ``diverse_pool_index`` (position in this set), ``diverse_distance`` (to the centre, in
+            PCA space) and ``diverse_cluster_size``. ``attrs['diverse_selection']`` holds the
+            Dataset of :func:`~netphys.stimuli.diverse_subset` (with ``model`` and ``layer`` in its
+            attrs); ``attrs`` also gets the scalar settings ``diverse_layer``, ``diverse_k``,
+            ``diverse_n_components`` and ``diverse_random_state``.
+
+        Raises
+        ------
+        NetphysError
+            Those of :func:`~netphys.recording.record` (unknown layer, stimuli of the wrong size, bad
+            ``batch_size`` or ``device``) and of :func:`~netphys.stimuli.diverse_subset` (``k``
+            outside ``[2, len(self)]``, NaN/inf outputs, ``n_components < 1``).
+
+        References
+        ----------
+        .. [1] Functional segregation of inputs in artificial neural networks for vision (under
+           review), Methods, "Image dataset" (diverseSet, k = 160).
+        """
+        # recording and models are floors above stimuli: imported here, at call time, not at module
+        # import, so that importing netphys.stimuli never imports them (no import cycle)
+        from ..models.layers import default_layers, resolve_layer
+        from ..recording import record
+        from .selection import diverse_subset
+
+        func = "StimulusSet.select_diverse"
+        # check k before the (possibly long) recording
+        k = check_int(k, "k", func, min_value=2, max_value=max(2, len(self)))
+        if layer is None:
+            layers = default_layers(model)
+            if not layers:
+                raise param_error("layer", func, "the name of the layer whose output to use", None,
+                                  "the model has no conv or linear layer to default to; name a module")
+            layer = layers[-1]
+        resolve_layer(model, layer, func, sites=True)  # an unknown name fails here, naming this method
+        rec = record(model, self, [layer], units="all", batch_size=batch_size, device=device,
+                     progress=progress)
+        sel = diverse_subset(rec, k, n_components=n_components, random_state=random_state, n_init=n_init)
+        sel.attrs.update({"model": rec.attrs.get("model", ""), "weights": str(rec.attrs.get("weights", "")),
+                          "layer": layer, "stimuli": self.name})
+        index = sel["index"].values
+        out = self.take(index)
+        out.coords = out.coords.assign(diverse_cluster=sel["cluster"].values, diverse_pool_index=index,
+                                       diverse_distance=sel["distance"].values,
+                                       diverse_cluster_size=sel["cluster_size"].values)
+        out.attrs.update({"diverse_selection": sel, "diverse_layer": layer, "diverse_k": k,
+                          "diverse_n_components": int(sel.attrs["n_components"]),
+                          "diverse_random_state": str(sel.attrs["random_state"])})
+        return out
+
     # ------------------------------------------------------------------ pixels
     def load_images(self, index=None) -> np.ndarray:
         """Images at the network's geometry, (n, H, W, 3) uint8 RGB.

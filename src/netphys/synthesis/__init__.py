@@ -13,10 +13,11 @@ from .base import Generator
 from .deeptune import deeptune, default_lambdas, lambda_sweep, stability
 from .evolve import OPTIMIZERS, evolve, evolve_loop, score_images
 from .generators import SPACES, FourierSpace, GrayscaleSpace, PixelSpace, make_space
-from .objectives import ChannelMean, Logit, NeuralModel, Objective, Unit, model_input
+from .objectives import ChannelMean, LayerReadout, Logit, NeuralModel, Objective, SignAblated, Unit, model_input
 from .regularizers import gaussian_blur, jitter, lp_norm, total_variation
 
-__all__ = ["Generator", "Objective", "Unit", "ChannelMean", "Logit", "NeuralModel", "model_input",
+__all__ = ["Generator", "Objective", "Unit", "ChannelMean", "Logit", "NeuralModel", "LayerReadout", "SignAblated",
+           "model_input",
            "PixelSpace", "FourierSpace", "GrayscaleSpace", "make_space", "SPACES",
            "evolve", "evolve_loop", "score_images", "OPTIMIZERS",
            "deeptune", "default_lambdas", "lambda_sweep", "stability",

@@ -27,7 +27,7 @@ from ..models.loading import model_info
 from ..recording.capture import Capture
 from ..recording.hooks import restored
 
-__all__ = ["Objective", "Unit", "ChannelMean", "Logit", "NeuralModel", "model_input"]
+__all__ = ["Objective", "Unit", "ChannelMean", "Logit", "NeuralModel", "LayerReadout", "SignAblated", "model_input"]
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -472,6 +472,74 @@ class NeuralModel(_ModelLeaf):
 
     def __repr__(self):
         return f"NeuralModel({self.layer!r}, {len(self.names)} neuron(s))"
+
+
+class LayerReadout(_ModelLeaf):
+    """Linear readouts of a layer's *input*: ``scores = X @ weight.T + bias``, one condition per row.
+
+    The weights of a linear layer's unit under any change of its input weights (sign ablation: every
+    sign x alpha condition of many units, :func:`netphys.interventions.sign_ablation_readouts`) are rows
+    of ``weight``: all conditions are scored from one forward pass that stops at that layer.
+
+    Parameters
+    ----------
+    model : nn.Module
+    layer : str
+        An ``nn.Linear`` layer; its first input, flattened to ``(n, F)``, is ``X``.
+    weight : array (K, F)
+    bias : array (K,), optional
+    names : sequence of str, optional
+        One per condition.
+    """
+
+    def __init__(self, model: nn.Module, layer: str, weight, bias=None, *, names=None):
+        from ..recording.capture import input_reader
+
+        func = "LayerReadout"
+        li = resolve_layer(model, layer, func)
+        mod = dict(model.named_modules())[li.module]
+        if not isinstance(mod, nn.Linear):
+            raise param_error("layer", func, "an nn.Linear layer", f"{layer!r} ({type(mod).__name__})")
+        w = np.atleast_2d(np.asarray(weight, dtype=np.float64))
+        if w.ndim != 2 or w.shape[1] != mod.in_features or not np.isfinite(w).all():
+            raise param_error("weight", func, f"a finite (K, {mod.in_features}) array", f"shape {w.shape}")
+        b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
+        if b.shape != (w.shape[0],) or not np.isfinite(b).all():
+            raise param_error("bias", func, f"a finite array of {w.shape[0]} values", f"shape {b.shape}")
+        self.model, self.layer = model, layer
+        dev = _model_device(model)
+        self.weight = torch.as_tensor(w, dtype=torch.float32, device=dev)
+        self.bias = torch.as_tensor(b, dtype=torch.float32, device=dev)
+        self.names = list(names) if names is not None else [f"{layer}.readout[{i}]" for i in range(w.shape[0])]
+        if len(self.names) != w.shape[0]:
+            raise param_error("names", func, f"{w.shape[0]} names", len(self.names))
+        self.reads = {"input": (CallSite(li.module, None), input_reader())}
+
+    def _finish(self, vals, output):
+        x = vals["input"]
+        return torch.addmm(self.bias.to(x.device), x, self.weight.to(x.device).T)
+
+    def __repr__(self):
+        return f"LayerReadout({self.layer!r}, {len(self.names)} condition(s))"
+
+
+def SignAblated(model: nn.Module, layer: str, units, *, alphas=None, signs=None, bias: bool = False) -> LayerReadout:
+    """The activation of linear units under every sign x alpha ablation of their input weights.
+
+    One condition per (unit, condition) of :func:`netphys.interventions.sign_ablation_readouts`, unit-major
+    (``names`` like ``fc8[3]|positive|0.3``); ``objective.readouts`` keeps that Dataset.
+    """
+    from ..interventions.weights import ALPHAS, SIGNS, sign_ablation_readouts
+
+    ro = sign_ablation_readouts(model, layer, units, alphas=ALPHAS if alphas is None else alphas,
+                                signs=SIGNS if signs is None else signs, bias=bias)
+    U, C = ro.sizes["unit"], ro.sizes["condition"]
+    names = [f"{layer}[{u}]|{s}|{a:g}" for u in ro["unit"].values
+             for s, a in zip(ro["sign"].values, ro["alpha"].values)]
+    obj = LayerReadout(model, layer, ro["weight"].values.reshape(U * C, -1), ro["bias"].values.reshape(-1),
+                       names=names)
+    obj.readouts = ro
+    return obj
 
 
 def _as_predictor(predictor, n_feat: int, device, func):

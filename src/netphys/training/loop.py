@@ -109,7 +109,8 @@ def _positive(value, param, func, upper=None):
 def fit(model, data, *, epochs: int, batch_size: int = 32, optimizer="adam", lr: float = 1e-3,
         schedule: Callable | None = None, label_smoothing: float = 0.0, augment: Callable | None = None,
         normalise: Callable | None = None, checkpoint: str = "last", eval_every: int = 1,
-        record_initial: bool = False, callbacks: Sequence[Callable] = (), random_state=0, device=None,
+        record_initial: bool = False, callbacks: Sequence[Callable] = (), perturb: Callable | None = None,
+        random_state=0, device=None,
         eval_batch_size: int = 256, progress: bool = False, desc: str = "train") -> FitResult:
     """Train a classifier in place with cross-entropy on in-memory uint8 images.
 
@@ -150,6 +151,10 @@ def fit(model, data, *, epochs: int, batch_size: int = 32, optimizer="adam", lr:
         ``cb(model, epoch) -> dict or None`` after every epoch (and epoch 0), with the model in
         eval mode; its mode and device are restored afterwards. The entries join the epoch's record
         (e.g. mean gOSI per layer).
+    perturb : callable, optional
+        ``perturb(model, x, y, normalise, generator) -> x_adv`` applied to every training minibatch
+        after augmentation (``x`` float in the batch's pixel range, e.g. 0-255), before ``normalise``:
+        adversarial training with :class:`~netphys.training.adversarial.PGD`.
     random_state : None, int, SeedSequence, numpy Generator or torch.Generator, default 0
         Seeds the permutations and the augmentation (one ``torch.Generator``; one passed in is
         used as it is). The model's own randomness (initialisation, dropout) draws from torch's
@@ -190,7 +195,8 @@ def fit(model, data, *, epochs: int, batch_size: int = 32, optimizer="adam", lr:
     if not ok:
         raise param_error("label_smoothing", func, "a number in [0, 1)", label_smoothing)
     check_choice(checkpoint, "checkpoint", func, CHECKPOINTS)
-    for name, fn in (("schedule", schedule), ("augment", augment), ("normalise", normalise)):
+    for name, fn in (("schedule", schedule), ("augment", augment), ("normalise", normalise),
+                     ("perturb", perturb)):
         if fn is not None and not callable(fn):
             raise param_error(name, func, "a callable or None", fn)
     callbacks = list(callbacks)
@@ -241,8 +247,11 @@ def fit(model, data, *, epochs: int, batch_size: int = 32, optimizer="adam", lr:
                 xb = x_tr[idx]
                 if augment is not None:
                     xb = augment(xb, gen)
+                yb = y_tr[idx].to(device)
+                if perturb is not None:
+                    xb = perturb(model, xb.to(device).float(), yb, normalise, gen)
                 xb = normalise(xb.to(device))
-                loss = F.cross_entropy(model(xb), y_tr[idx].to(device), label_smoothing=label_smoothing)
+                loss = F.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
                 value = loss.item()
                 if not math.isfinite(value):
                     raise NetphysError(f"training diverged: the loss of fit became {value} at epoch {epoch}, "
