@@ -19,6 +19,7 @@ __all__ = ["register", "get_experiment", "experiment_names", "EXPERIMENTS"]
 EXPERIMENTS: dict = {}
 
 _BUILTIN_MODULES = ("netphys.experiments.prune_distill", "netphys.experiments.population",
+                    "netphys.experiments.segregation",
                     "netphys.experiments.orientation", "netphys.experiments.synthesis")
 _loaded = False
 

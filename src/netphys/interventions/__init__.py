@@ -2,11 +2,12 @@
 changed network (shift invariance) and effect tables comparing it with the intact one."""
 from .ablation import ablate_units, layer_channels, split_by_score
 from .effects import ablation_effects, invariance_effects
-from .weights import (ALPHAS, SIGNS, SignAblation, readout_scores, sign_ablation, sign_ablation_mask,
+from .weights import (ALPHAS, SIGNS, SignAblation, readout_scores, readouts_from_weights, sign_ablation,
+                      sign_ablation_mask,
                       sign_ablation_readouts, sign_balance)
 from .invariance import DIRECTIONS, cv_by_layer, shift_images, shift_invariance, shifted
 
 __all__ = ["ablate_units", "layer_channels", "split_by_score", "shift_images", "shifted",
            "shift_invariance", "cv_by_layer", "DIRECTIONS", "ablation_effects", "invariance_effects",
            "ALPHAS", "SIGNS", "SignAblation", "sign_ablation", "sign_ablation_mask", "sign_ablation_readouts",
-           "readout_scores", "sign_balance"]
+           "readout_scores", "readouts_from_weights", "sign_balance"]

@@ -41,7 +41,8 @@ from .._validation import check_choice, param_error
 from ..models.layers import resolve_layer
 
 __all__ = ["ALPHAS", "SIGNS", "SignAblation", "sign_ablation", "sign_ablation_mask", "sign_ablation_readouts",
-           "sign_balance", "layer_weight", "readout_scores"]
+           "sign_balance", "layer_weight", "readout_scores",
+           "readouts_from_weights"]
 
 #: The paper's ablation fractions.
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -249,12 +250,40 @@ def sign_ablation_readouts(model: nn.Module, layer: str, units, *, alphas=ALPHAS
         raise param_error("layer", func, "an nn.Linear layer (its input is the readout's features)",
                           f"{layer!r} ({type(mod).__name__})", "use the sign_ablation context manager for conv units")
     u = _check_units(units, mod.out_features, func)
+    W = mod.weight.detach().cpu().double().numpy()[u]
+    b0 = (mod.bias.detach().cpu().double().numpy()[u] if mod.bias is not None else np.zeros(len(u)))
+    ds = readouts_from_weights(W, b0, alphas=alphas, signs=signs, bias_ablation=bias, units=u)
+    ds.attrs.update(layer=layer, module=name)
+    return ds
+
+
+def readouts_from_weights(weight, bias=None, *, alphas=ALPHAS, signs=SIGNS, bias_ablation: bool = False,
+                          units=None) -> xr.Dataset:
+    """:func:`sign_ablation_readouts` for any linear readout given by its weights (e.g. a neuron model).
+
+    Parameters
+    ----------
+    weight : array (units, F)
+    bias : array (units,), optional
+    alphas, signs : as in :func:`sign_ablation_readouts`
+    bias_ablation : bool
+        Zero a bias of the ablated sign.
+    units : array of int, optional
+        Labels of the rows (default ``0..units-1``).
+    """
+    func = "readouts_from_weights"
+    bias_flag = bool(bias_ablation)
+    W = np.asarray(weight, dtype=np.float64)
+    if W.ndim != 2 or not np.isfinite(W).all():
+        raise param_error("weight", func, "a finite 2-D array (units, inputs)", f"shape {W.shape}")
+    b0 = np.zeros(W.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
+    if b0.shape != (W.shape[0],):
+        raise param_error("bias", func, f"{W.shape[0]} values", f"shape {b0.shape}")
+    u = np.arange(W.shape[0]) if units is None else np.asarray(units)
     signs = tuple(signs)
     for s in signs:
         check_choice(s, "signs", func, SIGNS)
     alphas = [_check_alpha(a, func) for a in alphas]
-    W = mod.weight.detach().cpu().double().numpy()[u]
-    b0 = (mod.bias.detach().cpu().double().numpy()[u] if mod.bias is not None else np.zeros(len(u)))
     conds = [("control", 0.0)] + [(s, a) for s in signs for a in alphas if a > 0]
     weights = np.empty((len(u), len(conds), W.shape[1]))
     biases = np.empty((len(u), len(conds)))
@@ -267,13 +296,13 @@ def sign_ablation_readouts(model: nn.Module, layer: str, units, *, alphas=ALPHAS
         mask, k, share = sign_ablation_mask(W, s, a)
         weights[:, c] = np.where(mask, 0.0, W)
         sg = 1.0 if s == "positive" else -1.0
-        biases[:, c] = np.where(bias & (sg * b0 > 0), 0.0, b0)
+        biases[:, c] = np.where(bias_flag & (sg * b0 > 0), 0.0, b0)
         ks[:, c], shares[:, c] = k, share
     coords = {"unit": u, "condition": np.arange(len(conds)), "sign": ("condition", [c[0] for c in conds]),
               "alpha": ("condition", [c[1] for c in conds])}
     return xr.Dataset({"weight": (("unit", "condition", "input"), weights), "bias": (("unit", "condition"), biases),
                        "k": (("unit", "condition"), ks), "share": (("unit", "condition"), shares)},
-                      coords=coords, attrs={"layer": layer, "module": name, "bias_ablated": int(bias)})
+                      coords=coords, attrs={"bias_ablated": int(bias_flag)})
 
 
 def readout_scores(features, readouts: xr.Dataset) -> xr.DataArray:

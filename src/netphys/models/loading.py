@@ -62,6 +62,25 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("netphys") / "data" / "default_model"))
 
 
+def variants_dir() -> Path:
+    """Folder of the shipped variants of the default model (Tanh twin, robustness ladder)."""
+    return Path(str(resources.files("netphys") / "data" / "variants"))
+
+
+def shipped_variants() -> list[str]:
+    """Names of the shipped ``netphys_vgg16`` variants: ``load_model("netphys_vgg16", name)``.
+
+    ``tanh`` (the Tanh twin, trained from scratch with the default recipe) and ``pgd0``, ``pgd1``,
+    ``pgd2``, ``pgd4``, ``pgd8`` (the default model fine-tuned with L-infinity PGD at epsilon 0, 1, 2, 4,
+    8 / 255: the robustness ladder of the functional-segregation experiments). Each folder's
+    ``manifest.json`` holds the training command, data, seed, accuracies and sha256.
+    """
+    d = variants_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if (p / "manifest.json").is_file())
+
+
 def default_model_manifest() -> dict:
     p = default_model_dir() / "manifest.json"
     if not p.is_file():
@@ -257,6 +276,19 @@ def _load_named(name: str, weights, *, random_state: int, num_classes: int | Non
                                "their manifest; reinstall netphys")
         ident = "netphys-default(imagenette-64)"
         extra = {"val_top1": manifest.get("val_top1")}
+    elif isinstance(weights, str) and name == DEFAULT_MODEL and weights in shipped_variants():
+        mpath = variants_dir() / weights / "manifest.json"
+        manifest = json.loads(mpath.read_text())
+        path = mpath.parent / manifest["weights_file"]
+        model, fam, size = _build_from_manifest(manifest)
+        _apply_state_dict(model, _load_state_dict(path), name, path)
+        sha = file_sha256(path)
+        if sha != manifest.get("sha256"):
+            raise NetphysError(f"the shipped {weights!r} variant weights ({path}) do not match the sha256 in "
+                               "their manifest; reinstall netphys")
+        ident = f"netphys-variant({weights})"
+        extra = {k: manifest.get(k) for k in ("val_top1", "epsilon", "activation", "robust_top1")
+                 if manifest.get(k) is not None}
     elif isinstance(weights, str) and weights == "hed" and name == "hed_vgg16":
         from .hed import hed_vgg16_trunk, hed_weights_path
 
