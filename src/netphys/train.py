@@ -117,7 +117,7 @@ class TrainConfig:
             check_int(self.threads, "threads", func, min_value=1)
         from .models.architectures import ACTIVATIONS
 
-        if self.activation not in ACTIVATIONS:
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
             raise param_error("activation", func, f"one of {sorted(ACTIVATIONS)}", self.activation)
         _number(self.epsilon, "epsilon", 0.0, 255.0, lo_open=False, hi_open=False)
         check_int(self.attack_steps, "attack_steps", func, min_value=1)
@@ -208,15 +208,26 @@ def _architecture_of(model) -> dict:
     """The ``netphys_vgg16`` keyword arguments that rebuild ``model`` (a SmallVGG)."""
     from torch import nn
 
-    from .models.architectures import DEFAULT_ARCH, SmallVGG
+    from .models.architectures import DEFAULT_ARCH, VGG16_PLAN, SmallVGG, scaled_plan
 
     if not isinstance(model, SmallVGG):
         raise param_error("init", "train", "weights of a netphys_vgg16 model", type(model).__name__)
     convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
     lins = [m for m in model.classifier if isinstance(m, nn.Linear)]
     acts = [m for m in model.features if isinstance(m, (nn.ReLU, nn.Tanh))]
+    # a width whose scaled plan is this model's channel plan: c / 64 is one only when every layer's
+    # v * width rounds exactly (0.25, 0.0625); else the middle of the widths that give every layer's count
+    chans = tuple(m.out_channels for m in convs)
+    plan = [v for v in VGG16_PLAN if v != "M"]
+    lo = max(((c - 0.5) / v if c > 1 else 0.0) for c, v in zip(chans, plan))
+    hi = min((c + 0.5) / v for c, v in zip(chans, plan))
+    width = next((w for w in (chans[0] / 64, (lo + hi) / 2)
+                  if tuple(v for v in scaled_plan(VGG16_PLAN, w) if v != "M") == chans), None)
+    if width is None or len(chans) != len(plan):
+        raise param_error("init", "train", "weights of a netphys_vgg16 model (a VGG-16 plan at one width)",
+                          f"channels {chans}")
     arch = dict(DEFAULT_ARCH)
-    arch.update(width=convs[0].out_channels / 64, hidden=lins[0].out_features, num_classes=lins[-1].out_features,
+    arch.update(width=width, hidden=lins[0].out_features, num_classes=lins[-1].out_features,
                 pool_size=model.avgpool.output_size[0],
                 batch_norm=any(isinstance(m, nn.BatchNorm2d) for m in model.features),
                 dropout=next(m.p for m in model.classifier if isinstance(m, nn.Dropout)))
@@ -264,6 +275,7 @@ def _train(train_dir, val_dir, *, config: TrainConfig, out, device, progress: bo
 
         init = load_model("netphys_vgg16", str(config.init))
         info = model_info(init)
+        del init.netphys  # the fine-tuned model is no longer the init's weights: no stale provenance
         arch = {k: v for k, v in _architecture_of(init).items()}
         if arch.get("activation", "relu") != config.activation:
             raise param_error("activation", func, f"the activation of the init model ({arch.get('activation', 'relu')!r})",
@@ -292,7 +304,7 @@ def _train(train_dir, val_dir, *, config: TrainConfig, out, device, progress: bo
         "data": {"train": str(train_dir), "val": str(val_dir) if val_dir else None,
                  "n_train": len(tr), "n_val": len(va) if va is not None else 0,
                  "classes": tr.class_names},
-        "config": asdict(config),
+        "config": {**asdict(config), "init": None if config.init is None else str(config.init)},  # a Path too
         "adversarial": perturb.describe() if perturb is not None else None,
         "init": init_ident,
         "seed": config.random_state,

@@ -114,9 +114,10 @@ def robust_accuracy(model, stimuli, epsilons, *, steps: int = 10, batch_size: in
     Parameters
     ----------
     model : nn.Module
-        A classifier loaded by netphys (its recorded preprocessing normalises the images).
+        A classifier; a model loaded by netphys is normalised with its recorded preprocessing, any
+        other module with the stimuli's (as :func:`~netphys.training.evaluate`).
     stimuli : StimulusSet
-        Labelled images (e.g. ``imagenette-64/val``).
+        Labelled images (e.g. ``imagenette-64/val``), at the model's input size.
     epsilons : sequence of float in [0, 1]
     steps : int, default 10
         PGD-``steps`` with step ``2.5 epsilon / steps`` and a random start.
@@ -130,25 +131,29 @@ def robust_accuracy(model, stimuli, epsilons, *, steps: int = 10, batch_size: in
         ``{epsilon: accuracy}``, plus ``"n"`` and ``"attack"`` (the settings).
     """
     from .._random import check_random_state, torch_generator
-    from ..models.loading import model_info
+    from ..models.loading import ModelInfo
 
     func = "robust_accuracy"
     eps = [_eps(e, func) for e in np.atleast_1d(epsilons).tolist()]
-    if stimuli.labels is None:
-        raise param_error("stimuli", func, "a labelled StimulusSet", "no labels")
-    pre = model_info(model).preprocess
+    if stimuli.labels is None or len(stimuli) == 0 or np.asarray(stimuli.labels).min() < 0:
+        raise param_error("stimuli", func, "a non-empty, labelled StimulusSet",
+                          "no stimuli" if len(stimuli) == 0 else "unlabelled stimuli (label -1)")
+    # the model's recorded preprocessing (a model loaded by netphys), else the stimuli's (as evaluate);
+    # Preprocess.normalise takes the float 0-255 batch with evaluate's arithmetic, scale and BGR order
+    info = getattr(model, "netphys", None)
+    pre = info.preprocess if isinstance(info, ModelInfo) else stimuli.preprocess
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    mean = torch.tensor(pre.mean, device=dev).view(1, 3, 1, 1) * 255
-    std = torch.tensor(pre.std, device=dev).view(1, 3, 1, 1) * 255
 
     def normalise(x):
-        return (x - mean) / std
+        return pre.normalise(x)
 
     idx = np.arange(len(stimuli))
     if n is not None:
         n = check_int(n, "n", func, min_value=1)
         idx = np.sort(check_random_state(random_state, func).permutation(len(stimuli))[:n])
-    images = torch.from_numpy(np.ascontiguousarray(stimuli.load_images()[idx])).permute(0, 3, 1, 2).float()
+    # contiguous NCHW (not a channels-last view): the kernels evaluate uses, to the last bit
+    images = torch.from_numpy(np.ascontiguousarray(stimuli.load_images(idx))).permute(0, 3, 1, 2)
+    images = images.float().contiguous()
     labels = torch.from_numpy(np.asarray(stimuli.labels)[idx].astype(np.int64))
     gen = torch_generator(random_state, func)
     was = model.training
