@@ -143,6 +143,8 @@ class SegregationConfig:
                          ("batch_size", 1), ("random_state", 0), ("lasso_alphas", 3), ("neurons_per_session", 1),
                          ("diverse_k", 2), ("diverse_components", 1), ("diverse_random", 1)):
             check_int(getattr(self, name), name, f, min_value=lo)
+        if self.popsize is not None:
+            check_int(self.popsize, "popsize", f, min_value=2)
         if self.sigma0 is not None and not self.sigma0 > 0:
             raise param_error("sigma0", f, "a number > 0 or null (each space's default)", self.sigma0)
         if not 0 < self.freq_cut <= 1:
@@ -154,14 +156,14 @@ class SegregationConfig:
 
 @dataclass(frozen=True)
 class QuickSegregationConfig(SegregationConfig):
-    """A CPU-sized run (a few minutes on 2 cores): the 64-px networks, 3 units, alphas 0 / 0.5 / 1, the
-    Fourier space, 3 restarts of 30 generations, a three-network ensemble, 3 V4 sessions, a 1,000-image pool."""
+    """A CPU-sized run (a few minutes on 2 cores): the 64-px networks (ReLU, Tanh twin, robustness ladder),
+    3 units, alphas 0 / 0.5 / 1, the shipped prior and the Fourier space, 3 restarts of 30 generations, a
+    three-network ensemble, 3 V4 sessions, a 1,000-image pool."""
 
     networks: tuple[str, ...] = ("netphys_vgg16:default", "netphys_vgg16:tanh", "netphys_vgg16:pgd0",
                                  "netphys_vgg16:pgd2", "netphys_vgg16:pgd8")
     max_units: int | None = 3
     alphas: tuple[float, ...] = (0.0, 0.5, 1.0)
-    spaces: tuple[str, ...] = ("fourier",)
     iterations: int = 30
     restarts: int = 3
     ensemble: tuple[str, ...] = ("efficientnet_lite0:imagenet", "hed_vgg16:hed", "netphys_vgg16:default")
@@ -185,15 +187,32 @@ def _load(spec: str, cfg):
     return model
 
 
-def output_layer(model, layer: str | None = None) -> str:
-    """The alias of ``layer`` or of the model's last ``nn.Linear`` layer (its output units)."""
+def output_layer(model, layer: str | None = None, param: str = "output_layer") -> str:
+    """The alias of ``layer`` or of the model's last ``nn.Linear`` layer (its output units).
+
+    A named ``layer`` must be an ``nn.Linear`` layer of ``model`` (its rows are the units that are
+    sign-ablated, its inputs the features); otherwise a NetphysError names the config field ``param``.
+    """
+    from torch import nn
+
+    from .._validation import NetphysError
     from ..models.layers import layer_infos
 
     if layer is not None:
+        from ..interventions.weights import layer_weight
+
+        try:
+            _, mod = layer_weight(model, layer, "segregation")
+        except NetphysError as exc:
+            raise param_error(param, "segregation", "a linear layer of the network (its output units)", layer,
+                              str(exc)) from None
+        if not isinstance(mod, nn.Linear):
+            raise param_error(param, "segregation", "a linear layer of the network (its output units)",
+                              f"{layer!r} ({type(mod).__name__})", "leave it null for the last linear layer")
         return layer
     fcs = [li for li in layer_infos(model) if li.kind == "fc"]
     if not fcs:
-        raise param_error("output_layer", "segregation", "the name of the output layer (the model has no "
+        raise param_error(param, "segregation", "the name of the output layer (the model has no "
                           "linear layer)", None)
     return fcs[-1].alias
 
@@ -355,11 +374,13 @@ class Segregation(Experiment):
         from ..synthesis.objectives import SignAblated
 
         spaces = _spaces(cfg)
-        members, trunk, detector = self._ensemble(cfg)
+        with ctx.timer("load_networks"):
+            members, trunk, detector = self._ensemble(cfg)
         ens_ident = [ctx.model_identity(m.model, m.name)["parameters_sha256"] for m in members]
         cases, evolved, measures, balance = [], {}, {}, []
         for spec in ctx.progress(list(cfg.networks), desc="networks"):
-            model = _load(spec, cfg)
+            with ctx.timer("load_networks"):
+                model = _load(spec, cfg)
             ident = ctx.model_identity(model, spec)
             layer = output_layer(model, cfg.output_layer)
             units, names = _units(model, layer, cfg)
@@ -404,20 +425,23 @@ class Segregation(Experiment):
         from ..readout import neuron_models as nm_mod
         from ..synthesis import evolve as ev_mod
 
-        model = _load(cfg.neuron_network, cfg)
+        with ctx.timer("load_networks"):
+            model = _load(cfg.neuron_network, cfg)
         ident = ctx.model_identity(model, cfg.neuron_network)
-        layer = output_layer(model, cfg.neuron_layer)
+        layer = output_layer(model, cfg.neuron_layer, "neuron_layer")
         data = load_cowley_v4(sessions=list(cfg.sessions) if cfg.sessions else None)
         fits = {}
         for sess in ctx.progress(sorted(data), desc="V4 sessions"):
             ds = data[sess]
             Y = ds.responses("V4")
-            fits[sess] = ctx.piece("segregation_neuron_fit", lambda ds=ds, Y=Y, sess=sess: fit_neuron_models(
-                model, layer, ds.images, Y, cfg, random_state=ctx.seed("neurons", sess)),
-                reads=("lasso", "lasso_alphas", "batch_size"), estimators=(nm_mod,), model=ident, layer=layer,
-                session=sess, n=int(Y.sizes["stimulus"]), seed=ctx.seed("neurons", sess))
+            with ctx.timer("neuron_fit"):
+                fits[sess] = ctx.piece("segregation_neuron_fit", lambda ds=ds, Y=Y, sess=sess: fit_neuron_models(
+                    model, layer, ds.images, Y, cfg, random_state=ctx.seed("neurons", sess)),
+                    reads=("lasso", "lasso_alphas", "batch_size"), estimators=(nm_mod,), model=ident, layer=layer,
+                    session=sess, n=int(Y.sizes["stimulus"]), seed=ctx.seed("neurons", sess))
         spaces = _spaces(cfg)
-        members, trunk, detector = self._ensemble(cfg)
+        with ctx.timer("load_networks"):
+            members, trunk, detector = self._ensemble(cfg)
         ens_ident = [ctx.model_identity(m.model, m.name)["parameters_sha256"] for m in members]
         evolved, measures = {}, {}
         picked = []
@@ -462,7 +486,8 @@ class Segregation(Experiment):
     def _diverse(self, cfg, ctx):
         from ..stimuli import selection as sel_mod
 
-        model = _load(cfg.diverse_network, cfg)
+        with ctx.timer("load_networks"):
+            model = _load(cfg.diverse_network, cfg)
         ident = ctx.model_identity(model, cfg.diverse_network)
         pool = _pool(cfg, model)
         sid = ctx.stimuli_identity(pool, "diverse_pool")
@@ -743,7 +768,16 @@ def _ci(values, axis, n_boot, seed):
 
 def summary(result: xr.Dataset, *, n_boot: int = 1000) -> pd.DataFrame:
     """Per network x sign x alpha: activation (own, intact), similarity, change, LPIPS, objectness; means
-    over units with bootstrap 95% CIs (spaces averaged per unit first)."""
+    over units with bootstrap 95% CIs (spaces averaged per unit first). LPIPS and objectness are NaN
+    when the run did not compute them (``lpips: false``, ``detector: none``)."""
+    import warnings
+
+    with warnings.catch_warnings():  # nanmean of an all-NaN column (a measure not computed) is NaN, quietly
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        return _summary(result, n_boot)
+
+
+def _summary(result: xr.Dataset, n_boot: int) -> pd.DataFrame:
     rows = []
     for net in dict.fromkeys(result["network"].values):
         sub = result.isel(case=result["network"].values == net)
@@ -783,6 +817,8 @@ def robustness_table(result: xr.Dataset) -> pd.DataFrame | None:
     change = (sub["similarity_baseline"].mean(("ensemble", "space"))
               - sub["similarity"].mean(("ensemble", "space")))  # (case, condition)
     abl = change.isel(condition=sub["sign"].values != "control")
+    # the per-case labels (network, unit, epsilon ...) would clash with the new network dim
+    abl = abl.drop_vars([c for c in abl.coords if "case" in abl[c].dims])
     per = []
     for net in nets:
         sel = abl.isel(case=sub["network"].values == net).rename(case="unit_case")

@@ -44,13 +44,18 @@ def _per_unit(result, var, prefix=""):
     return da.mean(dims).values
 
 
-def _sign_lines(ax, alpha, sign, vals, *, control=None, base=None, base_label="control", dashed=None):
-    """Positive and negative curves over alpha (CIs over units), the control as a line with its band."""
+def _sign_lines(ax, alpha, sign, vals, *, control=None, base=None, base_label="control", dashed=None,
+                from_control: bool = False):
+    """Positive and negative curves over alpha (CIs over units), the control as a line with its band;
+    ``from_control``: the curves start at the control (alpha = 0)."""
+    c0 = np.flatnonzero(sign == "control")[:1]
     for s, col in (("positive", POSITIVE), ("negative", NEGATIVE)):
         idx = np.flatnonzero(sign == s)
         if not idx.size:
             continue
         order = idx[np.argsort(alpha[idx])]
+        if from_control and c0.size:
+            order = np.concatenate([c0, order])
         m, lo, hi = _ci(vals[:, order])
         ax.errorbar(alpha[order], m, yerr=[m - lo, hi - m], color=col, marker="o", ms=2.5, lw=1, label=s)
         if dashed is not None:
@@ -90,7 +95,8 @@ def plot_vs_alpha(result: xr.Dataset, measure: str = "activation", *, prefix: st
         if measure == "activation":
             vals = _per_unit(sub, "activation", prefix)
             intact = _per_unit(sub, "activation_intact", prefix)
-            _sign_lines(ax, alpha, sign, vals, control=vals[:, sign == "control"][:, 0], dashed=intact)
+            _sign_lines(ax, alpha, sign, vals, control=vals[:, sign == "control"][:, 0], dashed=intact,
+                        from_control=True)
             ax.set_ylabel("activation")
         else:
             vals = _per_unit(sub, "similarity", prefix)
@@ -105,7 +111,7 @@ def plot_vs_alpha(result: xr.Dataset, measure: str = "activation", *, prefix: st
 
         handles.append(Line2D([], [], color="0.3", ls=":", lw=0.9))
         labels.append("scored by the intact unit")
-    fig.legend(handles, labels, loc="outside upper center", ncol=len(labels))
+    fig.legend(handles, labels, loc="outside upper center", ncol=len(labels) if layout == "double" else 2)
     return fig
 
 
@@ -118,7 +124,7 @@ def plot_objectness(result: xr.Dataset, *, layout: str = "single"):
     per_net = np.stack([np.nanmean(_per_unit(result.isel(case=result["network"].values == n), "objectness"), 0)
                         for n in nets])  # (network, condition)
     fig, ax = paper_figure(layout, 2.2, nrows=1, ncols=1, func="plot_objectness")
-    _sign_lines(ax, alpha, sign, per_net, control=per_net[:, sign == "control"][:, 0])
+    _sign_lines(ax, alpha, sign, per_net, control=per_net[:, sign == "control"][:, 0], from_control=True)
     ax.set_xlabel("alpha (share removed)")
     ax.set_ylabel("objectness")
     ax.set_title(f"{result.attrs.get('detector', '')[:60]}", pad=2, fontsize=6)
@@ -170,7 +176,7 @@ def plot_alpha_grid(result: xr.Dataset, network, space: str, *, prefix: str = ""
     alphas = sorted(set(alpha[sign != "control"]))
     cols = 1 + len(alphas)
     rows = len(idx) * len(signs)
-    cell = (7.0 if layout == "double" else 3.5) / (cols + 0.6)
+    cell = min(0.85, (7.0 if layout == "double" else 3.5) / (cols + 0.6))
     fig, axes = paper_figure(layout, cell * 1.18 * rows + 0.3, nrows=rows, ncols=cols, squeeze=False,
                              func="plot_alpha_grid")
     imgs = result[prefix + "images"].sel(space=space)
@@ -205,8 +211,13 @@ def plot_neuron_models(result: xr.Dataset, *, layout: str = "double"):
     """Neuron models of V4: (a) held-out r^2 of PLS; (b) Lasso vs positive Lasso r^2; (c) the models'
     positive / |negative| weight balance; (d) the fraction of models agreeing on each feature's sign."""
     has_lasso = "lasso_r2" in result
-    fig, axes = paper_figure(layout, 1.9, nrows=1, ncols=4 if has_lasso else 3, squeeze=False,
-                             func="plot_neuron_models")
+    n = 4 if has_lasso else 3
+    if layout == "single":  # 2 x 2 panels: four across 3.5 in leave no room for the axis labels
+        fig, axes = paper_figure(layout, 3.6, nrows=2, ncols=2, squeeze=False, func="plot_neuron_models")
+        for ax in axes.ravel()[n:]:
+            ax.set_visible(False)
+    else:
+        fig, axes = paper_figure(layout, 1.9, nrows=1, ncols=n, squeeze=False, func="plot_neuron_models")
     axes = list(axes.ravel())
     r2 = result["neuron_r2"].values
     ax = axes.pop(0)
@@ -237,7 +248,7 @@ def plot_neuron_models(result: xr.Dataset, *, layout: str = "double"):
         f = result["feature_fraction_consistent"].values
         ax.hist(f[np.isfinite(f)], bins=25, color=TRAINED)
         ax.axvline(0.9, color="0.4", ls="--", lw=0.8)
-        ax.set_xlabel("share of models with the majority sign")
+        ax.set_xlabel("share of models with\nthe majority sign")
         ax.set_title(f"{'d' if has_lasso else 'c'}   {result.attrs.get('neurons_n_consistent', 0)} consistent",
                      loc="left", fontweight="bold", pad=2)
     ax.set_ylabel("features")
@@ -249,9 +260,10 @@ def plot_diverse(result: xr.Dataset, *, layout: str = "double"):
     """The diverse stimulus set: (a) the pool in its first two principal components, selected images
     marked; (b) mean distance from each pool image to the nearest selected image, selection vs random
     subsets of the same size; (c) the first selected images."""
-    fig = paper_figure(layout, 2.3, func="plot_diverse")
-    gs = fig.add_gridspec(1, 3, width_ratios=[1, 1, 1.3])
-    ax = fig.add_subplot(gs[0])
+    single = layout == "single"  # (a) and (b) side by side, the thumbnails below them
+    fig = paper_figure(layout, 3.4 if single else 2.3, func="plot_diverse")
+    gs = fig.add_gridspec(2, 2, height_ratios=[2.6, 1]) if single else fig.add_gridspec(1, 3, width_ratios=[1, 1, 1.3])
+    ax = fig.add_subplot(gs[0, 0] if single else gs[0])
     pc = result["diverse_pc"].values
     sel = result["diverse_selected"].values.astype(bool)
     ax.scatter(pc[~sel, 0], pc[~sel, 1], s=1, color="0.75", lw=0, label="pool")
@@ -259,25 +271,27 @@ def plot_diverse(result: xr.Dataset, *, layout: str = "double"):
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title("a", loc="left", fontweight="bold", pad=2)
-    ax = fig.add_subplot(gs[1])
+    ax = fig.add_subplot(gs[0, 1] if single else gs[1])
     metrics = list(result["metric"].values)
     mi = metrics.index("mean_nearest_distance") if "mean_nearest_distance" in metrics else 0
     rnd = result["coverage_random"].values[mi]
     ax.hist(rnd, bins=20, color="0.6", label="random subsets")
     ax.axvline(float(result["coverage_selected"].values[mi]), color=POSITIVE, lw=1.2, label="diverse set")
-    ax.set_xlabel("mean distance to nearest selected")
+    ax.set_xlabel("mean distance to\nnearest selected" if single else "mean distance to nearest selected")
     ax.set_ylabel("subsets")
     ax.set_title("b", loc="left", fontweight="bold", pad=2)
-    sub = gs[2].subgridspec(4, 6, wspace=0.05, hspace=0.05)
+    rows, cols = (2, 12) if single else (4, 6)
+    sub = (gs[1, :] if single else gs[2]).subgridspec(rows, cols, wspace=0.05, hspace=0.05)
     th = result["diverse_thumbs"].values
-    for i in range(min(24, th.shape[0])):
-        a = fig.add_subplot(sub[i // 6, i % 6])
+    for i in range(min(rows * cols, th.shape[0])):
+        a = fig.add_subplot(sub[i // cols, i % cols])
         a.imshow(th[i], interpolation="nearest")
         a.set_axis_off()
         if i == 0:
             a.set_title("c", loc="left", fontweight="bold", pad=2)
-    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside lower left", ncol=2)
-    fig.legend(*fig.axes[1].get_legend_handles_labels(), loc="outside lower center", ncol=2)
+    h0, l0 = fig.axes[0].get_legend_handles_labels()
+    h1, l1 = fig.axes[1].get_legend_handles_labels()
+    fig.legend(h0 + h1, l0 + l1, loc="outside lower center", ncol=4)
     return fig
 
 
@@ -340,7 +354,7 @@ def _neuron_alpha(sub, *, layout="double"):
     ax = axes[0, 0]
     vals = sub["activation"].mean(("restart", "space")).values
     _sign_lines(ax, alpha, sign, vals, control=vals[:, sign == "control"][:, 0],
-                dashed=sub["activation_intact"].mean(("restart", "space")).values)
+                dashed=sub["activation_intact"].mean(("restart", "space")).values, from_control=True)
     ax.set_xlabel("alpha (share removed)")
     ax.set_ylabel("predicted response")
     ax = axes[0, 1]
