@@ -10,7 +10,7 @@
 
 Each network is stored as float16 (half the bytes; the accuracies in the manifest are measured on the
 stored, rounded weights), with its training manifest, clean validation top-1 and PGD-10 robust top-1 at
-2/255 and 4/255 on 1,000 seeded validation images.
+2/255 and 4/255 on 500 seeded validation images.
 
     python bench/segregation_networks.py --work /tmp/np_models        # trains what is missing, packages all
 """
@@ -63,7 +63,7 @@ def package(name: str, src: Path, cmd: list) -> dict:
     model = load_model("netphys_vgg16", str(dst))
     val = StimulusSet.from_folder(DATA / "val", preprocess=Preprocess(resize=64, crop=64))
     man_out["val_top1"] = float(evaluate(model, val)["top1"])
-    rob = robust_accuracy(model, val, [2 / 255, 4 / 255], steps=10, n=1000, random_state=0)
+    rob = robust_accuracy(model, val, [2 / 255, 4 / 255], steps=10, n=500, random_state=0)
     man_out["robust_top1"] = {"pgd10_eps2/255": rob[2 / 255], "pgd10_eps4/255": rob[4 / 255], "n": rob["n"]}
     tmp = dst / "manifest.json.tmp"
     tmp.write_text(json.dumps(man_out, indent=2))

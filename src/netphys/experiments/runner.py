@@ -162,10 +162,11 @@ def _write_outputs(exp, cfg, result, prov: dict, out: Path) -> None:
 
     from ..io import atomic_write_text, save_dataset
 
+    tables = exp.tables(result)  # computed before anything is written: a failing table leaves no half-written run
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str))
     save_dataset(result, out / f"{exp.result_name}.nc")
-    for name, df in exp.tables(result).items():
+    for name, df in tables.items():
         atomic_write_text(out / f"{name}.csv", df.to_csv(index=False))
 
 

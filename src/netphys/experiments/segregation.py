@@ -96,6 +96,7 @@ class SegregationConfig:
     min_r2: float = 0.1
     lasso: bool = True
     lasso_alphas: int = 30
+    lasso_max_neurons: int | None = None
     neurons_per_session: int = 1
     # diverse stimulus set (C5)
     diverse_network: str = "efficientnet_lite0:imagenet"
@@ -121,6 +122,8 @@ class SegregationConfig:
             raise param_error("units", f, "a non-empty list of output unit indices >= 0", self.units)
         if self.max_units is not None:
             check_int(self.max_units, "max_units", f, min_value=1)
+        if self.lasso_max_neurons is not None:
+            check_int(self.lasso_max_neurons, "lasso_max_neurons", f, min_value=1)
         if (not self.alphas or any(not isinstance(a, (int, float)) or isinstance(a, bool) or not 0 <= a <= 1
                                    for a in self.alphas) or 0 not in [float(a) for a in self.alphas]):
             raise param_error("alphas", f, "numbers in [0, 1] including 0 (the control)", self.alphas)
@@ -170,6 +173,7 @@ class QuickSegregationConfig(SegregationConfig):
     n_boot: int = 500
     sessions: tuple[str, ...] | None = ("190923", "201025", "210325")
     lasso_alphas: int = 10
+    lasso_max_neurons: int | None = 12
     diverse_pool_size: int | None = 1000
     diverse_random: int = 50
 
@@ -437,7 +441,7 @@ class Segregation(Experiment):
             with ctx.timer("neuron_fit"):
                 fits[sess] = ctx.piece("segregation_neuron_fit", lambda ds=ds, Y=Y, sess=sess: fit_neuron_models(
                     model, layer, ds.images, Y, cfg, random_state=ctx.seed("neurons", sess)),
-                    reads=("lasso", "lasso_alphas", "batch_size"), estimators=(nm_mod,), model=ident, layer=layer,
+                    reads=("lasso", "lasso_alphas", "lasso_max_neurons", "batch_size"), estimators=(nm_mod,), model=ident, layer=layer,
                     session=sess, n=int(Y.sizes["stimulus"]), seed=ctx.seed("neurons", sess))
         spaces = _spaces(cfg)
         with ctx.timer("load_networks"):
@@ -606,11 +610,18 @@ def fit_neuron_models(model, layer, images, Y, cfg, *, random_state) -> xr.Datas
     data = {"pls_r2": (("neuron",), np.asarray(pls.r2_.values, float)),
             "pls_coef": (("neuron", "feature"), np.asarray(pls.coef_, float)),
             "pls_intercept": (("neuron",), np.asarray(pls.intercept_, float).reshape(-1))}
-    if cfg.lasso:
+    if cfg.lasso:  # the best-predicted neurons by PLS (all, or lasso_max_neurons of them): LassoCV is slow
+        r2 = np.nan_to_num(np.asarray(pls.r2_.values, float), nan=-np.inf)
+        pick = np.sort(np.argsort(-r2)[:cfg.lasso_max_neurons]) if cfg.lasso_max_neurons else np.arange(Yv.shape[1])
         for name, pos in (("lasso", False), ("lasso_pos", True)):
-            las = LassoNeuronModels(positive=pos, n_alphas=cfg.lasso_alphas, cv=5, random_state=random_state).fit(X, Yv)
-            data[f"{name}_r2"] = (("neuron",), np.asarray(las.r2_.values, float))
-            data[f"{name}_coef"] = (("neuron", "feature"), np.asarray(las.coef_, float))
+            las = LassoNeuronModels(positive=pos, n_alphas=cfg.lasso_alphas, cv=5,
+                                    random_state=random_state).fit(X, Yv[:, pick])
+            r2_all = np.full(Yv.shape[1], np.nan)
+            r2_all[pick] = np.asarray(las.r2_.values, float)
+            coef_all = np.full((Yv.shape[1], X.shape[1]), np.nan)
+            coef_all[pick] = np.asarray(las.coef_, float)
+            data[f"{name}_r2"] = (("neuron",), r2_all)
+            data[f"{name}_coef"] = (("neuron", "feature"), coef_all)
     return xr.Dataset(data, coords={"neuron": np.arange(Yv.shape[1]),
                                     "unit_id": ("neuron", np.asarray(Y["unit_id"].values if "unit_id" in Y.coords
                                                                      else np.arange(Yv.shape[1])).astype(str))})
@@ -676,7 +687,8 @@ def _assemble_ablation(cases, evolved, measures, balance, cfg, spaces, members, 
     out["balance_ratio"] = ("case", bal["ratio"].to_numpy())
     out["balance_positive"] = ("case", bal["total_positive"].to_numpy())
     out["balance_negative"] = ("case", bal["total_negative"].to_numpy())
-    out.attrs.update({"optimizer": cfg.optimizer, "iterations": cfg.iterations, "restarts": cfg.restarts,
+    out.attrs.update({"n_boot": cfg.n_boot, "optimizer": cfg.optimizer, "iterations": cfg.iterations,
+                      "restarts": cfg.restarts,
                       "spaces": str(snames), "space_settings": str({k: v.describe() for k, v in spaces.items()}),
                       "detector": ("proxy: max softmax probability of efficientnet_lite0 (not YOLOv7 objectness)"
                                    if cfg.detector == "proxy" else "none"),
@@ -832,7 +844,7 @@ def robustness_table(result: xr.Dataset) -> pd.DataFrame | None:
 def segregation_tables(result: xr.Dataset) -> dict:
     out = {}
     if "activation" in result:
-        out["summary"] = summary(result)
+        out["summary"] = summary(result, n_boot=int(result.attrs.get("n_boot", 1000)))
         bal = pd.DataFrame({"network": result["network"].values, "unit": result["unit"].values,
                             "class": result["class_name"].values, "total_positive": result["balance_positive"].values,
                             "total_negative": result["balance_negative"].values,
@@ -847,7 +859,9 @@ def segregation_tables(result: xr.Dataset) -> dict:
         if "lasso_r2" in result:
             df["lasso_r2"] = result["lasso_r2"].values
             df["lasso_pos_r2"] = result["lasso_pos_r2"].values
-        out["neuron_models"] = df.groupby("session").agg(["median", "count"]).round(3).reset_index()
+        agg = df.groupby("session").agg(["median", "count"]).round(3)
+        agg.columns = [f"{a}_{b}" for a, b in agg.columns]
+        out["neuron_models"] = agg.reset_index()
     if "coverage_selected" in result:
         out["diverse_coverage"] = pd.DataFrame({
             "metric": result["metric"].values, "selected": result["coverage_selected"].values,
