@@ -20,7 +20,7 @@ EXPERIMENTS: dict = {}
 
 _BUILTIN_MODULES = ("netphys.experiments.prune_distill", "netphys.experiments.population",
                     "netphys.experiments.segregation",
-                    "netphys.experiments.orientation", "netphys.experiments.synthesis")
+                    "netphys.experiments.orientation", "netphys.experiments.synthesis", "netphys.experiments.car")
 _loaded = False
 
 

@@ -161,15 +161,18 @@ class SegregationConfig:
 class QuickSegregationConfig(SegregationConfig):
     """A CPU-sized run (a few minutes on 2 cores): the 64-px networks (ReLU, Tanh twin, robustness ladder),
     3 units, alphas 0 / 0.5 / 1, the shipped prior and the Fourier space, 3 restarts of 30 generations, a
-    three-network ensemble, 3 V4 sessions, a 1,000-image pool."""
+    two-network ensemble (Lite0, netphys_vgg16; the hed trunk at 224 px is what makes the ensemble slow on a
+    CPU, and LPIPS still reads it), 3 V4 sessions (Lasso on the 12 best PLS neurons of each), a 1,000-image
+    pool."""
 
     networks: tuple[str, ...] = ("netphys_vgg16:default", "netphys_vgg16:tanh", "netphys_vgg16:pgd0",
-                                 "netphys_vgg16:pgd2", "netphys_vgg16:pgd8")
+                                 "netphys_vgg16:pgd1", "netphys_vgg16:pgd2", "netphys_vgg16:pgd4",
+                                 "netphys_vgg16:pgd8")
     max_units: int | None = 3
     alphas: tuple[float, ...] = (0.0, 0.5, 1.0)
     iterations: int = 30
     restarts: int = 3
-    ensemble: tuple[str, ...] = ("efficientnet_lite0:imagenet", "hed_vgg16:hed", "netphys_vgg16:default")
+    ensemble: tuple[str, ...] = ("efficientnet_lite0:imagenet", "netphys_vgg16:default")
     n_boot: int = 500
     sessions: tuple[str, ...] | None = ("190923", "201025", "210325")
     lasso_alphas: int = 10

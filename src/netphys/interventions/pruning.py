@@ -914,13 +914,22 @@ class _Session:
         return out
 
 
-def _path(session: _Session, method: str, *, floor: int, max_drop, tie_break: str, rng, progress: bool = False):
-    """Run one pruning path; returns (list of step records, importance Dataset or None, stopped_by)."""
+def _path(session: _Session, method: str, *, floor: int, max_drop, tie_break: str, rng, progress: bool = False,
+          start: np.ndarray | None = None):
+    """Run one pruning path; returns (list of step records, importance tuple or None, stopped_by).
+
+    ``start``: filters already removed (a resumed path). Step 0 is then that network, the path goes on
+    from it exactly as an uninterrupted run would, and ``max_drop`` still refers to the intact network.
+    The importance tuple is ``(result, importance, candidate filters, removed mask of its reference)``.
+    """
     from tqdm.auto import tqdm
 
     t = session.target
     n = t.n
     removed = np.zeros(n, dtype=bool)
+    if start is not None and len(start):
+        removed[np.asarray(start, dtype=np.int64)] = True
+    resumed = bool(removed.any())
     ev = session.ev_sel
     steps = []
 
@@ -938,15 +947,22 @@ def _path(session: _Session, method: str, *, floor: int, max_drop, tie_break: st
 
     record(-1, np.nan, 0, "none", None, np.full(n, np.nan))
     base = steps[0]["res"]["selection"]
-    s0 = base["score"]
+    # the stop criterion refers to the intact network, also on a resumed path
+    s0 = base["score"] if not resumed else session.evaluate(np.zeros(n, dtype=bool), ("selection",))["selection"]["score"]
     importance_ds = None
     order = None
-    if method == "car_oneshot" or method == "car":
+    if method == "car" and resumed:  # CAR of the remaining filters on the start network
+        cands = np.flatnonzero(~removed)
+        masks = np.repeat(removed[None], cands.size, axis=0)
+        masks[np.arange(cands.size), cands] = True
+        r = ev.run(masks)
+        importance_ds = (r, base["score"] - r.score, cands, removed.copy())
+    elif method == "car_oneshot" or method == "car":
         cands = np.arange(n)
         masks = np.eye(n, dtype=bool)
         r = ev.run(masks)
         imp0, loss0 = s0 - r.score, r.loss()
-        importance_ds = (r, imp0)
+        importance_ds = (r, imp0, cands, np.zeros(n, dtype=bool))
         if method == "car_oneshot":
             order = np.lexsort((cands, loss0, imp0)) if tie_break == "loss" else np.lexsort((cands, imp0))
             base_imp = imp0
@@ -956,6 +972,8 @@ def _path(session: _Session, method: str, *, floor: int, max_drop, tie_break: st
     elif method == "random":
         order = rng.permutation(n)
         base_imp = np.full(n, np.nan)
+    if order is not None and resumed:  # the same order without the filters already removed
+        order = order[~removed[order]]
     stopped_by = "n_kept"
     cur_sel = base
     bar = tqdm(total=n - floor, desc=f"prune {t.layer} ({method})", disable=not progress)
@@ -965,7 +983,7 @@ def _path(session: _Session, method: str, *, floor: int, max_drop, tie_break: st
             rem = np.flatnonzero(~removed)
             if method == "car":
                 if it == 0:
-                    r, imp = importance_ds
+                    r, imp = importance_ds[:2]
                     res_score, res_loss = r.score, r.loss()
                     r_sub = r
                 else:
@@ -995,6 +1013,7 @@ def _path(session: _Session, method: str, *, floor: int, max_drop, tie_break: st
                 all_imp = np.full(n, np.nan)
                 if it == 0:
                     all_imp = base_imp.astype(float).copy()
+                    all_imp[removed] = np.nan
                 trial = removed.copy()
                 trial[c] = True
                 r1 = ev.run(trial[None])
@@ -1123,11 +1142,12 @@ class GreedyPruner:
         ``_score`` (NaN without a test split), ``selection_class_accuracy`` and ``test_class_accuracy``
         (step, class), ``flops`` and ``bytes`` (step, layer; every Conv2d / Linear layer, the pruned one
         with its kept filters and the next one with its kept input channels). ``attrs`` record the method,
-        stop criteria, ``stopped_by``, the mask site and whether the fast path ran.
+        stop criteria, ``stopped_by``, the mask site, whether the fast path ran and, for a resumed fit,
+        the filters it started without (``n_start_removed``, ``start_removed``).
     kept_ : ndarray of bool, shape (n_filters,)
         The filters left at the end.
     removed_ : ndarray of int
-        The filters removed, in order.
+        The filters removed, in order (after ``fit(..., removed=start)``: ``start`` first).
     importance_ : xarray.Dataset or None
         For the CAR methods, :func:`car_importance`'s result on the intact network (``car``, ``carc``,
         ...), computed in the first iteration.
@@ -1172,7 +1192,7 @@ class GreedyPruner:
                     tie_break_rule=self.tie_break, stopped_by=stopped_by,
                     random_state=self.random_state if isinstance(self.random_state, int) else None)
 
-    def fit(self, selection, test=None) -> "GreedyPruner":
+    def fit(self, selection, test=None, *, removed=()) -> "GreedyPruner":
         """Prune on ``selection``, recording accuracy on ``test`` at every step.
 
         Parameters
@@ -1181,6 +1201,13 @@ class GreedyPruner:
             Labelled images whose score chooses the filters.
         test : StimulusSet or (inputs, labels), optional
             A disjoint labelled split, only recorded (image sets sharing files are refused).
+        removed : sequence of int, optional
+            Resume a path: the filters an earlier run on the same splits removed, in order (its
+            ``removed_``). The path starts from that network (step 0) and goes on exactly as the
+            uninterrupted run would (the same CAR values and choices; a seeded random order or a weight
+            order skips the filters already gone); ``max_drop`` still refers to the intact network and
+            ``keep_ratio`` / ``n_keep`` to the layer's original filters. ``importance_`` is then CAR on
+            the start network (the remaining filters only).
 
         Returns
         -------
@@ -1195,15 +1222,18 @@ class GreedyPruner:
         """
         func = "GreedyPruner.fit"
         floor, max_drop = _check_stop(self._target.n, self.keep_ratio, self.n_keep, self.max_drop, func)
+        start = _check_start(removed, self._target.n, func)
         rng = check_random_state(self.random_state, func) if self.method == "random" else None
         with restored(self.model):
             session = self._session(selection, test, func)
             steps, imp, stopped_by = _path(session, self.method, floor=floor, max_drop=max_drop,
-                                           tie_break=self.tie_break, rng=rng, progress=self.progress)
-        self.path_ = _path_dataset(session, steps, method=self.method,
-                                   attrs=self._attrs(floor, max_drop, stopped_by))
+                                           tie_break=self.tie_break, rng=rng, progress=self.progress, start=start)
+        attrs = self._attrs(floor, max_drop, stopped_by)
+        attrs["n_start_removed"] = int(start.size)
+        attrs["start_removed"] = ",".join(str(int(c)) for c in start)
+        self.path_ = _path_dataset(session, steps, method=self.method, attrs=attrs)
         self.kept_ = np.asarray(self.path_["kept"].values[-1], dtype=bool)
-        self.removed_ = self.path_["removed"].values[1:].astype(np.int64)
+        self.removed_ = np.concatenate([start, self.path_["removed"].values[1:]]).astype(np.int64)
         self.importance_ = _importance_dataset(session, imp) if imp is not None else None
         return self
 
@@ -1216,23 +1246,47 @@ class GreedyPruner:
             yield self.model
 
 
+def _check_start(removed, n: int, func: str) -> np.ndarray:
+    """The filters a resumed path starts without, in the order given (distinct, in range, not all)."""
+    if isinstance(removed, np.ndarray) and removed.dtype.kind == "b":
+        start = _check_filters(removed, n, func, "removed")
+    else:
+        if isinstance(removed, torch.Tensor):
+            removed = removed.detach().cpu().numpy()
+        try:
+            start = np.asarray(list(removed))
+        except TypeError:
+            raise param_error("removed", func, "the filters an earlier run removed (its removed_)", removed) from None
+        if start.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if start.dtype.kind == "b":
+            start = _check_filters(start, n, func, "removed")
+        else:
+            _check_filters(start, n, func, "removed")  # integer, in range, distinct
+            start = start.astype(np.int64)
+    if start.size >= n:
+        raise param_error("removed", func, f"at most {n - 1} of the {n} filters", int(start.size),
+                          "a layer is never pruned to zero")
+    return start
+
+
 def _importance_dataset(session: _Session, imp):
     import xarray as xr
 
-    r, car = imp
+    r, car, cands, base = imp
     data = session.sel
-    ref = session.ev_sel.run(np.zeros((1, session.target.n), dtype=bool))
+    ref = session.ev_sel.run(base[None])
     ca_ref = ref.class_accuracy(data.labels, session.classes)[0]
     ca = r.class_accuracy(data.labels, session.classes)
     return xr.Dataset(
         {"car": ("filter", car), "loss_increase": ("filter", r.loss() - ref.loss()[0]),
          "accuracy_after": ("filter", r.accuracy()), "loss_after": ("filter", r.loss()),
          "carc": (("class", "filter"), (ca_ref[None] - ca).T), "class_accuracy": ("class", ca_ref)},
-        coords={"filter": np.arange(session.target.n), "class": session.classes,
+        coords={"filter": np.asarray(cands), "class": session.classes,
                 "class_name": ("class", session.class_names)},
         attrs={"layer": session.target.layer, "module": session.target.module,
                "accuracy": float(ref.accuracy()[0]), "loss": float(ref.loss()[0]), "score": float(ref.score[0]),
-               "fast_path": int(session.ev_sel.fast), "n_removed": 0, "n_stimuli": len(data),
+               "fast_path": int(session.ev_sel.fast), "n_removed": int(base.sum()), "n_stimuli": len(data),
                "netphys_version": __version__})
 
 

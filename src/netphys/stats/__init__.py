@@ -31,3 +31,12 @@ __all__ = [
     "objectness",
     "robustness_correlation",
 ]
+from .correlation import (
+    explainable_variance,
+    noise_ceiling_r,
+    noise_corrected_r,
+    pearson_r,
+    variance_components,
+)
+
+__all__ += ["explainable_variance", "noise_ceiling_r", "noise_corrected_r", "pearson_r", "variance_components"]
