@@ -18,7 +18,7 @@ __all__ = ["register", "get_experiment", "experiment_names", "EXPERIMENTS"]
 #: name -> Experiment subclass, filled by :func:`register`
 EXPERIMENTS: dict = {}
 
-_BUILTIN_MODULES = ("netphys.experiments.prune_distill", "netphys.experiments.population",
+_BUILTIN_MODULES = ("netphys.experiments.prune_distill", "netphys.experiments.population", "netphys.experiments.encoding",
                     "netphys.experiments.segregation",
                     "netphys.experiments.orientation", "netphys.experiments.synthesis", "netphys.experiments.car")
 _loaded = False

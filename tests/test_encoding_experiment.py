@@ -1,0 +1,124 @@
+"""encoding.* experiments: a CI-sized run (report, tables, figures in both layouts), reuse of every cached
+piece on a rerun, bad configs refused before anything is written."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from netphys._validation import NetphysError
+from netphys.experiments import run_experiment
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: one layer (no Gabor bank), 2 neurons, RAR of 2 neurons to half the filters, 5 DeepTune steps, 2 restarts
+TINY = {"models": ["netphys_vgg16:conv4_1"], "gabor": False, "n_neurons": 2, "rar_neurons": 2,
+        "deeptune_neurons": 2, "deeptune_steps": 5, "deeptune_restarts": 2, "deeptune_size": 32,
+        "rar_curve_keep_ratio": 0.5}
+
+
+@pytest.fixture(autouse=True)
+def _blas_one_thread():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def shared_v4():
+    from conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "cowley-v4").is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, shared_v4):
+    from threadpoolctl import threadpool_limits
+
+    out = tmp_path_factory.mktemp("enc") / "run"
+    with threadpool_limits(1):
+        first = run_experiment("encoding.v4", TINY, out, progress=False)
+        again = run_experiment("encoding.v4", TINY, out, progress=False)
+    return first, again
+
+
+def test_report_tables_and_result(runs):
+    first, _ = runs
+    out = first.out
+    assert (out / "report.html").is_file()
+    for name in ("encoding_summary", "neurons", "rar", "deeptune_stability"):
+        assert (out / f"{name}.csv").is_file(), name
+    res = first.result
+    assert res.sizes["unit"] == 2 and list(res["model"].values) == ["netphys_vgg16:conv4_1/ridge"]
+    assert np.isfinite(res["r"].values).all()
+    assert np.isfinite(res["r_corrected"].values).all()          # session 210325 has single trials
+    assert res["weight_map"].dims == ("best_unit", "wm_row", "wm_col")
+    assert res["filter_importance"].sizes["channel"] == int(res["rar_n_filters"])
+    # RAR: the path starts at every filter; the ratio is filters / kept at the stop
+    assert (res["rar_n_kept"].values[:, 0] == int(res["rar_n_filters"])).all()
+    np.testing.assert_allclose(res["rar_compression_ratio"].values,
+                               int(res["rar_n_filters"]) / res["rar_stop_n_kept"].values)
+    # DeepTune: one model + consensus + RAR-compressed, both directions
+    assert list(res["dt_model"].values) == ["netphys_vgg16:conv4_1/ridge", "consensus", "rar_compressed"]
+    assert res["dt_images"].sizes["y"] == 32 and np.isfinite(res["dt_images"].values).all()
+    assert np.isfinite(res["dt_restart_similarity"].values).all()
+    assert np.isfinite(res["dt_consensus_similarity"].values[:, :, [0, 2]]).all()
+    html = (out / "report.html").read_text()
+    assert "RAR compression ratio" in html and "DeepTune" in html
+
+
+def test_rerun_recomputes_nothing(runs):
+    _, again = runs
+    assert again.cache, "no pieces"
+    assert all(v["computed"] == 0 for v in again.cache.values()), again.cache
+    assert "features" not in __import__("json").loads(again.result.attrs["timings"])
+
+
+@pytest.mark.parametrize("layout", ["double", "single"])
+def test_figures_hide_no_data_and_clip_no_text(runs, layout):
+    import matplotlib.pyplot as plt
+
+    from netphys.experiments.encoding import EncodingV4
+    from netphys.plotting.style import clipped_texts, covered_data
+
+    specs = EncodingV4().figure_specs(runs[0].result)
+    assert [s[0] for s in specs] == ["r_by_layer", "weight_maps", "rar_curves", "deeptune_grid", "polar_spectra"]
+    for stem, make, _ in specs:
+        fig = make(layout)
+        try:
+            assert covered_data(fig) == [], (stem, layout)
+            assert clipped_texts(fig) == [], (stem, layout)
+        finally:
+            plt.close(fig)
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"models": ["netphys_vgg16:conv9_9"]}, "models"),
+    ({"models": ["netphys_vgg16"]}, "models"),
+    ({"sessions": ["999999"]}, "sessions"),
+    ({"cv": 100000}, "cv"),
+    ({"estimators": ["ols"]}, "estimators"),
+    ({"deeptune_models": ["netphys_vgg16:conv5_1"]}, "deeptune_models"),
+    ({"rar_neurons": 3}, "rar_neurons"),
+    ({"max_drop": 1.5}, "max_drop"),
+])
+def test_bad_config_is_refused_before_anything_is_written(tmp_path, shared_v4, bad, field):
+    out = tmp_path / "never"
+    with pytest.raises(NetphysError, match=field):
+        run_experiment("encoding.v4", {**TINY, **bad}, out, progress=False)
+    assert not out.exists()
+
+
+def test_both_experiments_registered_and_configs_validate(shared_v4):
+    from netphys.experiments.encoding import (
+        EncodingAllConfig,
+        EncodingV4Config,
+        parse_model_spec,
+    )
+    from netphys.experiments.registry import experiment_names
+
+    assert {"encoding.v4", "encoding.all"} <= set(experiment_names())
+    EncodingV4Config().validate()
+    assert parse_model_spec("hed_vgg16:conv3_1@7") == ("hed_vgg16", "conv3_1", 7)
+    assert len(EncodingAllConfig().sessions) == 12
