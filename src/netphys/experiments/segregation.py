@@ -23,7 +23,6 @@ the image nearest each centre; coverage against random subsets of the same size.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np

@@ -100,6 +100,25 @@ class Capture:
         return got
 
 
+def resolve_site(model: nn.Module, layer: str, site: str, func: str):
+    """``(LayerInfo, CallSite)`` read for ``layer`` at ``site`` (``"pre"``: the module's output, ``"post"``:
+    after its activation), with the house error when the activation cannot be read."""
+    from .._validation import check_choice, param_error
+    from ..models.layers import post_error, resolve_layer
+
+    check_choice(site, "site", func, ("pre", "post"))
+    li = resolve_layer(model, layer, func, sites=True)
+    st = li.pre
+    if site == "post":
+        why = post_error(model, li)
+        if why:
+            raise param_error("site", func, f"a site that can be read for layer {layer!r}", site,
+                              f"{why}; use site='pre', or make the activation a module")
+        if li.post is not None:
+            st = li.post
+    return li, st
+
+
 def input_reader(gather: Callable | None = None) -> Callable:
     """``fn(input)`` for :class:`Capture` reading a call's first input (flattened to ``(n, F)`` float32)."""
     def fn(inp):

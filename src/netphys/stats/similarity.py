@@ -117,18 +117,9 @@ def _forward_error(model: nn.Module, x: torch.Tensor, exc: Exception) -> Netphys
 
 def _site_reads(model: nn.Module, layer: str, site: str, func: str) -> dict:
     """Capture reads ``{"x": (CallSite, fn)}`` of ``layer`` at ``site``, as in record()/objectives."""
-    from ..models.layers import post_error, resolve_layer
-    from ..recording.capture import site_reader
+    from ..recording.capture import resolve_site, site_reader
 
-    li = resolve_layer(model, layer, func, sites=True)
-    st = li.pre
-    if site == "post":
-        why = post_error(model, li)
-        if why:
-            raise param_error("site", func, f"a site that can be read for layer {layer!r}", site,
-                              f"{why}; use site='pre', or make the activation a module")
-        if li.post is not None:
-            st = li.post
+    _, st = resolve_site(model, layer, site, func)
     return {"x": (st, site_reader(st, detach=True))}
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import NetphysError, check_choice, param_error
-from ..models.layers import CallSite, post_error, resolve_layer
+from ..models.layers import CallSite, resolve_layer
 from ..models.loading import model_info
 from ..recording.capture import Capture
 from ..recording.hooks import restored
@@ -267,18 +267,10 @@ class _ModelLeaf(Objective):
 
 def _site(model, layer, site, func) -> tuple:
     """(LayerInfo, CallSite read, output shape) of ``layer`` at ``site`` ('pre'/'post')."""
+    from ..recording.capture import resolve_site
     from ..recording.record import _probe
 
-    check_choice(site, "site", func, ("pre", "post"))
-    li = resolve_layer(model, layer, func, sites=True)
-    st = li.pre
-    if site == "post":
-        why = post_error(model, li)
-        if why:
-            raise param_error("site", func, f"a site that can be read for layer {layer!r}", site,
-                              f"{why}; use site='pre', or make the activation a module")
-        if li.post is not None:
-            st = li.post
+    li, st = resolve_site(model, layer, site, func)
     size = model_info(model).input_size
     if not size:
         raise param_error("model", func, "a model whose input size is known (model_info(model).input_size)",
