@@ -158,7 +158,7 @@ class SegregationConfig:
 
 @dataclass(frozen=True)
 class QuickSegregationConfig(SegregationConfig):
-    """A CPU-sized run (about 10 minutes on 2 cores): the 64-px networks (ReLU, Tanh twin, robustness ladder),
+    """A CPU-sized run (18 minutes on 2 busy cores; less on idle ones): the 64-px networks (ReLU, Tanh twin, robustness ladder),
     3 units, alphas 0 / 0.5 / 1, the shipped prior (the Fourier space too in the paper preset), 2 restarts of
     20 generations of 12 images, a two-network ensemble (Lite0, netphys_vgg16; the hed trunk at 224 px is what makes the ensemble slow on a
     CPU, and LPIPS still reads it), 3 V4 sessions (Lasso on the 12 best PLS neurons of each), a 1,000-image

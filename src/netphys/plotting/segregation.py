@@ -174,20 +174,28 @@ def plot_alpha_grid(result: xr.Dataset, network, space: str, *, prefix: str = ""
     alpha = result["alpha"].values.astype(float)
     signs = [s for s in ("positive", "negative") if (sign == s).any()]
     alphas = sorted(set(alpha[sign != "control"]))
-    cols = 1 + len(alphas)
-    rows = len(idx) * len(signs)
+    per = 1 + len(alphas)  # columns of one unit: the control, then each alpha
+    blocks = max(1, min(len(idx), 12 // per))  # units side by side when there are few alphas
+    cols = per * blocks
+    rows = int(np.ceil(len(idx) / blocks)) * len(signs)
     cell = min(0.85, (7.0 if layout == "double" else 3.5) / (cols + 0.6))
-    fig, axes = paper_figure(layout, cell * 1.18 * rows + 0.3, nrows=rows, ncols=cols, squeeze=False,
+    fig, axes = paper_figure(layout, cell * 1.25 * rows + 0.3, nrows=rows, ncols=cols, squeeze=False,
                              func="plot_alpha_grid")
+    for ax in axes.ravel():
+        ax.set_axis_off()
     imgs = result[prefix + "images"].sel(space=space)
     act = result[prefix + "activation"].sel(space=space)
     for ui, c in enumerate(idx):
+        b, g = ui % blocks, ui // blocks
+        lab = (str(result["class_name"].values[c]) if not prefix else
+               f"{result['model_session'].values[c]}/{result['model_neuron'].values[c]}")
         for si, s in enumerate(signs):
-            r = ui * len(signs) + si
+            r = g * len(signs) + si
             conds = [int(np.flatnonzero(sign == "control")[0])] + \
                 [int(np.flatnonzero((sign == s) & (alpha == a))[0]) for a in alphas]
             for j, cnd in enumerate(conds):
-                ax = axes[r, j]
+                ax = axes[r, b * per + j]
+                ax.set_axis_on()
                 ax.set_xticks([])
                 ax.set_yticks([])
                 for sp in ax.spines.values():
@@ -197,12 +205,10 @@ def plot_alpha_grid(result: xr.Dataset, network, space: str, *, prefix: str = ""
                 ax.imshow(as_rgb(imgs.isel({case: c, "restart": best, "condition": cnd}).values / 255.0),
                           interpolation="nearest")
                 ax.set_xlabel(f"{a[best]:.3g}", fontsize=6, labelpad=1)
-                if r == 0:
-                    ax.set_title("control" if j == 0 else f"a={alphas[j - 1]:g}", fontsize=6, pad=2)
-            lab = (str(result["class_name"].values[c]) if "class_name" in result[case].coords or
-                   "class_name" in result.coords and not prefix else
-                   f"{result['model_session'].values[c]}/{result['model_neuron'].values[c]}")
-            axes[r, 0].set_ylabel(f"{lab[:14]}\n{s[:3]}", fontsize=6, color=POSITIVE if s == "positive" else NEGATIVE)
+                if si == 0:
+                    ax.set_title(("control" if j == 0 else f"a={alphas[j - 1]:g}") if j else f"{lab[:12]}\ncontrol",
+                                 fontsize=6, pad=2)
+            axes[r, b * per].set_ylabel(s[:3], fontsize=6, color=POSITIVE if s == "positive" else NEGATIVE)
     return fig
 
 
