@@ -103,7 +103,7 @@ def plot_vs_alpha(result: xr.Dataset, measure: str = "activation", *, prefix: st
             base = _per_unit(sub, "similarity_baseline", prefix)
             _sign_lines(ax, alpha, sign, vals, base=base, base_label="control vs control")
             ax.set_ylabel("similarity to control")
-        ax.set_xlabel("alpha (share removed)")
+        ax.set_xlabel("alpha")
         ax.set_title(_short(str(g)) if g is not None else "neuron models", pad=2)
     handles, labels = axes[0].get_legend_handles_labels()
     if measure == "activation":
@@ -125,7 +125,7 @@ def plot_objectness(result: xr.Dataset, *, layout: str = "single"):
                         for n in nets])  # (network, condition)
     fig, ax = paper_figure(layout, 2.2, nrows=1, ncols=1, func="plot_objectness")
     _sign_lines(ax, alpha, sign, per_net, control=per_net[:, sign == "control"][:, 0], from_control=True)
-    ax.set_xlabel("alpha (share removed)")
+    ax.set_xlabel("alpha")
     ax.set_ylabel("objectness")
     ax.set_title(f"{result.attrs.get('detector', '')[:60]}", pad=2, fontsize=6)
     fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", ncol=3)
@@ -310,7 +310,8 @@ def figure_specs(result: xr.Dataset) -> list:
                       "share alpha of positive (red) or negative (blue) input weight removed; dotted: the same images "
                       "scored by the intact unit; dashed: the control. Mean over units, 95% bootstrap CI."))
         specs.append(("fig4_similarity", lambda layout: plot_vs_alpha(result, "similarity", layout=layout),
-                      "Fig. 4: representational similarity of control vs ablated images (mean pairwise cosine "
+                      "Fig. 4: representational similarity of control vs ablated images vs alpha, the share of the "
+                      "sign's total input weight removed (mean pairwise cosine "
                       f"similarity over the ensemble {result.attrs.get('ensemble_networks', '')}); dash-dot: control "
                       "vs control (different restarts). Mean over units, 95% bootstrap CI."))
         if np.isfinite(result["objectness"].values).any():
@@ -361,13 +362,13 @@ def _neuron_alpha(sub, *, layout="double"):
     vals = sub["activation"].mean(("restart", "space")).values
     _sign_lines(ax, alpha, sign, vals, control=vals[:, sign == "control"][:, 0],
                 dashed=sub["activation_intact"].mean(("restart", "space")).values, from_control=True)
-    ax.set_xlabel("alpha (share removed)")
+    ax.set_xlabel("alpha")
     ax.set_ylabel("predicted response")
     ax = axes[0, 1]
     sim = sub["similarity"].mean(("ensemble", "space")).values
     base = sub["similarity_baseline"].mean(("ensemble", "space")).values
     _sign_lines(ax, alpha, sign, sim, base=base, base_label="control vs control")
-    ax.set_xlabel("alpha (share removed)")
+    ax.set_xlabel("alpha")
     ax.set_ylabel("similarity to control")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", ncol=3)
     return fig
