@@ -385,13 +385,11 @@ def test_table1_from_a_run_over_a_ladder_of_variants(tmp_path, threads, monkeypa
     assert "fig7_robustness" in [s for s, _, _ in Segregation().figure_specs(run.result)]
 
 
-@pytest.mark.skipif(len(shipped_variants()) < 3, reason="the robustness ladder (netphys_vgg16:pgd*) is not shipped yet")
 def test_table1_with_the_shipped_ladder(tmp_path, threads):
     from netphys.experiments.runner import run_experiment
 
     ladder = [f"netphys_vgg16:{v}" for v in shipped_variants() if v.startswith("pgd")][:3]
-    if len(ladder) < 3:
-        pytest.skip("fewer than 3 pgd variants shipped")
+    assert len(ladder) == 3  # the package ships pgd0 ... pgd8
     run = run_experiment("segregation.all", {**SMALL, "networks": ladder, "restarts": 2}, out=tmp_path / "run",
                          progress=False, report=False)
     assert np.isfinite(run.result["epsilon"].values).all()

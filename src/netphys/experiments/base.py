@@ -136,16 +136,24 @@ class Experiment(abc.ABC):
     def tables(self, result) -> dict:
         return {}
 
-    def figures(self, result, ctx: "RunContext") -> list:
+    def figure_specs(self, result) -> list:
+        """``(stem, make(layout) -> Figure, caption)`` of every paper figure, drawn only when asked for."""
         return []
 
+    def figures(self, result, ctx: "RunContext", layout: str = "double") -> list:
+        return [(stem, make(layout), cap) for stem, make, cap in self.figure_specs(result)]
+
     def sections(self, result, report, ctx: "RunContext") -> None:
-        """Default report: every figure, then every table."""
+        """Default report: every figure (both layouts when the experiment has ``figure_specs``), then every table."""
         import matplotlib.pyplot as plt
 
-        for stem, fig, caption in self.figures(result, ctx):
-            report.figure(fig, caption, stem=None if ctx.out is None else ctx.out / stem)
-            plt.close(fig)
+        specs = self.figure_specs(result)
+        for stem, make, cap in specs:
+            report.paper_figure(make, cap, stem=None if ctx.out is None else ctx.out / stem)
+        if not specs:
+            for stem, fig, caption in self.figures(result, ctx):
+                report.figure(fig, caption, stem=None if ctx.out is None else ctx.out / stem)
+                plt.close(fig)
         for name, df in self.tables(result).items():
             report.table(df, name)
 

@@ -451,9 +451,6 @@ class CARPruning(Experiment):
 
         return P.figure_specs(result)
 
-    def figures(self, result, ctx, layout: str = "double"):
-        return [(stem, make(layout), cap) for stem, make, cap in self.figure_specs(result)]
-
     def sections(self, result, report, ctx) -> None:
         for stem, make, cap in self.figure_specs(result):
             report.paper_figure(make, cap, stem=None if ctx.out is None else ctx.out / stem)

@@ -702,9 +702,6 @@ class EncodingV4(Experiment):
 
         return P.figure_specs(result)
 
-    def figures(self, result, ctx, layout: str = "double"):
-        return [(stem, make(layout), cap) for stem, make, cap in self.figure_specs(result)]
-
     def sections(self, result, report, ctx) -> None:
         specs = self.figure_specs(result)
         tabs = self.tables(result)

@@ -544,15 +544,6 @@ class Segregation(Experiment):
 
         return P.figure_specs(result)
 
-    def figures(self, result, ctx, layout: str = "double"):
-        return [(stem, make(layout), cap) for stem, make, cap in self.figure_specs(result)]
-
-    def sections(self, result, report, ctx) -> None:
-        for stem, make, cap in self.figure_specs(result):
-            report.paper_figure(make, cap, stem=None if ctx.out is None else ctx.out / stem)
-        for name, df in self.tables(result).items():
-            report.table(df, name)
-
 
 @register("segregation.quick")
 class SegregationQuick(Segregation):

@@ -221,15 +221,6 @@ class PreferredImages(Experiment):
                 "G(z) from the Gaussian of real codes that evolution starts from."))
         return specs
 
-    def figures(self, result, ctx, layout: str = "double"):
-        return [(stem, make(layout), cap) for stem, make, cap in self.figure_specs(result)]
-
-    def sections(self, result, report, ctx) -> None:
-        for stem, make, cap in self.figure_specs(result):
-            report.paper_figure(make, cap, stem=None if ctx.out is None else ctx.out / stem)
-        for name, df in self.tables(result).items():
-            report.table(df, name)
-
 
 def _assemble(out: dict, table: pd.DataFrame, cfg, space) -> xr.Dataset:
     """One Dataset: dims method, direction, unit (all layers' units), restart (padded), channel, y, x."""
