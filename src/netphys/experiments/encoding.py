@@ -59,7 +59,7 @@ from .base import Experiment
 from .registry import register
 
 __all__ = ["EncodingV4Config", "EncodingAllConfig", "EncodingV4", "EncodingAll", "parse_model_spec",
-           "encoding_summary", "neuron_table", "rar_table", "deeptune_table"]
+           "encoding_summary", "neuron_table", "rar_table", "car_table", "deeptune_table", "is_summary_model"]
 
 GABOR = "gabor"
 ESTIMATORS = ("ridge", "lasso")
@@ -82,6 +82,13 @@ class EncodingV4Config:
     ``deeptune_neurons`` (0: none), ``deeptune_models`` (default: every network entry of ``models``),
     ``deeptune_steps``, ``deeptune_restarts``, ``deeptune_size`` (pixels), ``deeptune_lr``;
     ``deeptune_compressed``: the RAR-compressed model's images (needs the neuron to have a RAR path).
+    ``car_compression``: fractions of the best layer's filters removed by CAR (classification accuracy of
+    the network, thesis chapter 4; ``()``: none); ``car_method``: ``car`` (greedy, recomputed each step)
+    or ``car_oneshot`` (ranked once; the CPU default); ``car_data``: labelled images the CAR is computed
+    on (None: Imagenette-64 val for ``netphys_vgg16``, Imagenette-224 val with the 1000-way outputs for
+    the EfficientNet-Lite models; other networks have no classification task here and are skipped unless
+    it is set), ``car_images``: a stratified subsample split into selection / test halves (None: all);
+    ``deeptune_car``: DeepTune images of the CAR-compressed models too.
     ``threads``: PyTorch threads while the run lasts.
     """
 
@@ -105,6 +112,11 @@ class EncodingV4Config:
     deeptune_size: int = 64
     deeptune_lr: float = 0.01
     deeptune_compressed: bool = True
+    car_compression: tuple[float, ...] = (0.5, 0.7, 0.9)
+    car_method: str = "car_oneshot"
+    car_data: str | None = None
+    car_images: int | None = 200
+    deeptune_car: bool = True
     batch_size: int = 64
     device: str | None = None
     threads: int | None = 1
@@ -149,6 +161,18 @@ class EncodingV4Config:
             raise param_error("max_drop", f, "a number in [0, 1) (relative drop of the selection r)", self.max_drop)
         if not (math.isfinite(self.rar_curve_keep_ratio) and 0 < self.rar_curve_keep_ratio <= 1):
             raise param_error("rar_curve_keep_ratio", f, "a number in (0, 1]", self.rar_curve_keep_ratio)
+        for c in self.car_compression:
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not (0 < float(c) < 1):
+                raise param_error("car_compression", f, "fractions of filters removed, each in (0, 1)", c)
+        if len(set(map(float, self.car_compression))) != len(self.car_compression):
+            raise param_error("car_compression", f, "distinct fractions", list(self.car_compression))
+        check_choice(self.car_method, "car_method", f, ("car", "car_oneshot"))
+        if self.car_images is not None:
+            check_int(self.car_images, "car_images", f, min_value=4)
+        if self.car_data is not None and self.car_compression:
+            from .car import data_folder
+
+            data_folder(self.car_data, "car_data", f)
         if not (math.isfinite(self.deeptune_lr) and self.deeptune_lr > 0):
             raise param_error("deeptune_lr", f, "a number > 0", self.deeptune_lr)
         if self.deeptune_models is not None:
@@ -177,7 +201,8 @@ class EncodingV4Config:
 class EncodingAllConfig(EncodingV4Config):
     """The paper-sized run (a GPU / long run): all 12 sessions, netphys_vgg16 plus HED VGG-16 and
     EfficientNet-Lite0 layers average-pooled to a 7 x 7 grid, ridge and lasso, 5 RAR neurons, 4 DeepTune
-    neurons with 500 steps and 5 restarts at 112 px."""
+    neurons with 500 steps and 5 restarts at 112 px; greedy CAR of the best layer on all 3,925 Imagenette
+    validation images at the thesis's nine compression rates (10-90 %)."""
 
     sessions: tuple[str, ...] = COWLEY_SESSIONS
     analysis_session: str | None = "210325"
@@ -192,6 +217,9 @@ class EncodingAllConfig(EncodingV4Config):
     deeptune_steps: int = 500
     deeptune_restarts: int = 5
     deeptune_size: int = 112
+    car_compression: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    car_method: str = "car"
+    car_images: int | None = None
     threads: int | None = None
 
 
@@ -242,6 +270,27 @@ def _check_layer(net: str, layer: str, func: str, param: str) -> None:
                           "valid: " + ", ".join(aliases[:30]) + (" ..." if len(aliases) > 30 else ""))
 
 
+def _car_task(cfg, net: str, func: str):
+    """``(folder, class_index, name)`` of the labelled images a network's CAR is computed on, or None."""
+    from .car import data_folder
+
+    if cfg.car_data is not None:
+        ci = None
+        if net.startswith("efficientnet_lite"):
+            from ..models.efficientnet import IMAGENETTE_IMAGENET_INDEX
+
+            ci = dict(IMAGENETTE_IMAGENET_INDEX)
+        return data_folder(cfg.car_data, "car_data", func), ci, cfg.car_data
+    if net == "netphys_vgg16":
+        return data_folder("imagenette-64/val", "car_data", func), None, "imagenette-64/val"
+    if net.startswith("efficientnet_lite"):
+        from ..models.efficientnet import IMAGENETTE_IMAGENET_INDEX
+
+        return (data_folder("imagenette-224-val/val", "car_data", func), dict(IMAGENETTE_IMAGENET_INDEX),
+                "imagenette-224-val/val (1000-way)")
+    return None
+
+
 def _available_sessions(func: str) -> list[str]:
     from ..neural.datasets import _available_sessions as avail
     from ..neural.datasets import resolve_root
@@ -275,6 +324,16 @@ def _has_trials(session: str, func: str) -> bool:
     from ..neural.datasets import resolve_root
 
     return (resolve_root(None, "cowley-v4", func) / "responses_raw" / f"responses_{session}.npy").is_file()
+
+
+def is_summary_model(name: str) -> bool:
+    """True for the DeepTune columns that are not one layer's uncompressed model (consensus, compressed)."""
+    return name in ("consensus", "rar_compressed") or name.startswith("car_")
+
+
+def _car_name(fraction: float) -> str:
+    """The DeepTune model name of the CAR-compressed model with ``fraction`` of the filters removed."""
+    return f"car_{100 * float(fraction):g}%"
 
 
 def _label(net: str, layer: str, grid, est: str) -> str:
@@ -466,7 +525,8 @@ class EncodingV4(Experiment):
         resp, images = data[asess]
         trials = "repeat" in resp.dims
         Ya = (resp.mean("repeat", skipna=True) if trials else resp).values
-        need_rar = cfg.rar_neurons > 0 or (cfg.deeptune_neurons > 0 and cfg.deeptune_compressed)
+        need_rar = (cfg.rar_neurons > 0 or (cfg.deeptune_neurons > 0 and cfg.deeptune_compressed)
+                    or bool(cfg.car_compression))
         _xb: list = []
 
         def Xb():  # the best layer's features, computed only when a piece needs them
@@ -488,17 +548,112 @@ class EncodingV4(Experiment):
             out.update(self._rar_vars(cfg, paths, rar_units, shape[0]))
             coords.update(rar_unit=[units[aunits[u]] for u in rar_units], rar_step=np.arange(
                 out["rar_selection_r"][1].shape[1]))
+        # --- CAR-compressed networks (thesis chapter 4) --------------------------------------------------
+        car_fits = {}
+        if cfg.car_compression and Xb is not None:
+            task = _car_task(cfg, bnet, func="encoding")
+            if task is None:
+                attrs["car_skipped"] = (f"{bnet} has no classification task here (CAR needs labelled images the "
+                                        "network classifies): set car_data")
+            else:
+                with ctx.timer("car"):
+                    cvars, ccoords, cattrs, car_fits = self._car(
+                        cfg, ctx, task, (bnet, blayer, bgrid), shape[0], Xb, Ya, resp, asess, did, bident,
+                        (per["r"][amask, best_j], per["r_corrected"][amask, best_j]))
+                out.update(cvars)
+                coords.update(ccoords)
+                attrs.update(cattrs)
         # --- DeepTune ----------------------------------------------------------------------------------
         dt_units = [int(u) for u in order[:cfg.deeptune_neurons]]
         if dt_units:
             with ctx.timer("deeptune"):
-                dvars, dcoords = self._deeptune(cfg, ctx, fits, entries, asess, dt_units, paths, Xb, Ya, resp,
-                                                bfit, (bnet, blayer, bgrid), did)
+                dvars, dcoords, dattrs = self._deeptune(cfg, ctx, fits, entries, asess, dt_units, paths, Xb, Ya, resp,
+                                                bfit, (bnet, blayer, bgrid), did,
+                                                car_fits if cfg.deeptune_car else {})
             out.update(dvars)
             coords.update(dcoords)
+            attrs.update(dattrs)
             coords["dt_unit"] = [units[aunits[u]] for u in dt_units]
         res = xr.Dataset(out, coords=coords, attrs=attrs)
         return res
+
+    # ------------------------------------------------------------------------------------------------------
+    def _car(self, cfg, ctx, task, best, C, Xb, Ya, resp, asess, did, bident, uncompressed):
+        """CAR-prune the best layer for classification, then refit every neuron's model on the kept filters."""
+        from ..interventions import pruning as pr_mod
+        from ..interventions.pruning import GreedyPruner, split_halves
+        from ..models.loading import model_info
+        from ..readout import encoding as enc_mod
+        from ..readout.encoding import EncodingModel
+        from ..stimuli import StimulusSet
+
+        bnet, blayer, bgrid = best
+        folder, ci, data_name = task
+        model = _model(bnet)
+        images = StimulusSet.from_folder(folder, preprocess=model_info(model).preprocess, n=cfg.car_images,
+                                         random_state=ctx.seed("car_images"))
+        sel, tst = split_halves(images, random_state=ctx.seed("car_halves"))
+        common = dict(model=bident, layer=blayer, selection=ctx.stimuli_identity(sel, "car_selection"),
+                      test=ctx.stimuli_identity(tst, "car_test"))
+        levels = sorted(float(c) for c in cfg.car_compression)
+        n_rm = [min(max(int(round(c * C)), 1), C - 1) for c in levels]   # at least one filter removed and one kept
+        n_keep = C - max(n_rm)
+
+        def compute():
+            p = GreedyPruner(model, blayer, method=cfg.car_method, n_keep=n_keep, class_index=ci,
+                             batch_size=max(cfg.batch_size, 256), progress=False).fit(sel, tst)
+            keep = ["removed", "n_kept", "selection_accuracy", "test_accuracy", "importance"]
+            path = p.path_[keep]
+            return path.drop_vars([c for c in path.coords if c != "step"])
+
+        path = ctx.piece("car_path", compute, reads=("car_method", "car_images", "car_data"), estimators=(pr_mod,),
+                         method=cfg.car_method, n_keep=n_keep, **common)
+        trials = resp.transpose("stimulus", "unit", "repeat").values if "repeat" in resp.dims else None
+        est = cfg.estimators[0]
+        fits_out = {}
+        U = Ya.shape[1]
+        r = np.full((U, len(levels) + 1), np.nan)
+        rc = np.full((U, len(levels) + 1), np.nan)
+        r[:, 0], rc[:, 0] = uncompressed
+        for li, (c, k) in enumerate(zip(levels, n_rm)):
+            removed = [int(x) for x in path["removed"].values[1:k + 1]]
+
+            def refit(removed=removed):
+                Xk = Xb().copy()
+                Xk[:, removed] = 0.0   # the masked layer's output: the removed filters' features are zero
+                e = EncodingModel(layer=blayer, estimator=est, cv=cfg.cv, test_size=cfg.test_size,
+                                  random_state=ctx.seed("split", asess))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    e.fit(Xk, Ya, trials=trials)
+                d = e.to_dataset()
+                out = xr.Dataset({"coef": (("unit", "feature"), e.coef_.astype(np.float32)),
+                                  "intercept": (("unit",), np.asarray(e.intercept_, dtype=np.float64)),
+                                  "r": (("unit",), d["r"].values)})
+                if "r_corrected" in d:
+                    out["r_corrected"] = (("unit",), d["r_corrected"].values)
+                return out
+
+            f = ctx.piece("car_compressed_fit", refit, reads=("cv", "test_size", "n_neurons"), estimators=(enc_mod,),
+                          data=did, grid=bgrid, estimator=est, removed=removed, seed=ctx.seed("split", asess),
+                          **common)
+            fits_out[c] = f
+            r[:, li + 1] = f["r"].values
+            if "r_corrected" in f:
+                rc[:, li + 1] = f["r_corrected"].values
+        steps = [0] + n_rm
+        sa, ta = path["selection_accuracy"].values, path["test_accuracy"].values
+        vars_ = {"car_r": (("best_unit", "car_level"), r), "car_r_corrected": (("best_unit", "car_level"), rc),
+                 "car_n_kept": (("car_level",), np.array([C - k for k in steps])),
+                 "car_selection_accuracy": (("car_level",), sa[steps]),
+                 "car_test_accuracy": (("car_level",), ta[steps]),
+                 "car_path_removed": (("car_step",), path["removed"].values),
+                 "car_path_selection_accuracy": (("car_step",), sa),
+                 "car_path_test_accuracy": (("car_step",), ta)}
+        coords = {"car_level": [0.0] + levels, "car_step": np.arange(path.sizes["step"])}
+        attrs = {"car_method": cfg.car_method, "car_data": data_name, "car_n_selection": len(sel),
+                 "car_n_test": len(tst), "car_n_filters": int(C), "car_estimator": est}
+        return vars_, coords, attrs, fits_out
 
     # ------------------------------------------------------------------------------------------------------
     def _rar(self, cfg, ctx, Xb, Y, rar_units, did, ident, layer, grid, C):
@@ -548,7 +703,8 @@ class EncodingV4(Experiment):
                 "rar_lambda": (("rar_unit",), lam), "rar_n_filters": ((), C)}
 
     # ------------------------------------------------------------------------------------------------------
-    def _deeptune(self, cfg, ctx, fits, entries, asess, dt_units, paths, Xb, Ya, resp, bfit, best, did):
+    def _deeptune(self, cfg, ctx, fits, entries, asess, dt_units, paths, Xb, Ya, resp, bfit, best, did,
+                  car_fits=None):
         from ..readout.encoding import EncodingModel
         from ..synthesis import deeptune as dt_mod
         from ..synthesis.deeptune import deeptune, stability
@@ -584,14 +740,22 @@ class EncodingV4(Experiment):
 
         bnet, blayer, bgrid = best
         shape_b = tuple(int(x) for x in bfit.attrs["feature_shape"])
+        # the uncompressed model of the compressed layer (the reference of the compressed models' images)
+        ref_label = _label(bnet, blayer, bgrid, cfg.estimators[0])
+        ref = [m[0] for m in dmodels].index(ref_label) if ref_label in [m[0] for m in dmodels] else None
         comp = cfg.deeptune_compressed and Xb is not None
-        names = [m[0] for m in dmodels] + ["consensus"] + (["rar_compressed"] if comp else [])
+        car_fits = car_fits or {}
+        car_names = [_car_name(c) for c in car_fits]
+        comp_names = (["rar_compressed"] if comp else []) + car_names
+        names = [m[0] for m in dmodels] + ["consensus"] + comp_names
         D, M = ("max", "min"), len(names)
         U, R, S = len(dt_units), cfg.deeptune_restarts, cfg.deeptune_size
+        n_base = len(dmodels)
         imgs = np.full((U, 2, M, R, 3, S, S), np.nan, dtype=np.float32)
         fscore = np.full((U, 2, M, R), np.nan)
         rsim = np.full((U, 2, M), np.nan)
         csim = np.full((U, 2, M), np.nan)
+        usim = np.full((U, 2, M), np.nan)
         msim = np.full((U, 2), np.nan)
         polar = None
         comp_kept = np.full(U, -1, dtype=np.int64)
@@ -603,7 +767,7 @@ class EncodingV4(Experiment):
                 icp = f["intercept"].values[u:u + 1]
                 objs.append(objective(net, layer, grid, coef, icp, tuple(f.attrs["feature_shape"])))
                 keys.append({"model": lab, "coef": _digest(coef, icp)})
-            cobj = None
+            cobjs = {}   # compressed model name -> (objective, cache key)
             if comp and u in paths:
                 from .car import stop_step
 
@@ -627,8 +791,15 @@ class EncodingV4(Experiment):
                               model=_digest(bfit["coef"].values))
                 comp_kept[ui] = shape_b[0] - len(removed)
                 comp_r[ui] = float(e["r"].values[0])
-                cobj = objective(bnet, blayer, bgrid, e["coef"].values, e["intercept"].values, shape_b)
-                ckey = {"model": "rar_compressed", "coef": _digest(e["coef"].values, e["intercept"].values)}
+                cobjs["rar_compressed"] = (
+                    objective(bnet, blayer, bgrid, e["coef"].values, e["intercept"].values, shape_b),
+                    {"model": "rar_compressed", "coef": _digest(e["coef"].values, e["intercept"].values)})
+            for c, name in zip(car_fits, car_names):
+                f = car_fits[c]
+                coef = f["coef"].values[u:u + 1].astype(np.float64)
+                icp = f["intercept"].values[u:u + 1]
+                cobjs[name] = (objective(bnet, blayer, bgrid, coef, icp, shape_b),
+                               {"model": name, "coef": _digest(coef, icp)})
             for di, d in enumerate(D):
                 seed = ctx.seed("deeptune", u)
                 runs = []
@@ -640,38 +811,49 @@ class EncodingV4(Experiment):
                     objs, direction=d, consensus="mean_grad", random_state=seed, **settings)), reads=reads,
                     estimators=(dt_mod,), data=did, unit=u, direction=d, seed=seed, models=keys)
                 allr = runs + [cons]
-                if cobj is not None:
-                    allr.append(ctx.piece("deeptune_compressed", lambda d=d, seed=seed: keep(deeptune(
-                        cobj, direction=d, random_state=seed, **settings)), reads=reads, estimators=(dt_mod,),
-                        data=did, unit=u, direction=d, seed=seed, **ckey))
+                for name in comp_names:
+                    if name not in cobjs:
+                        allr.append(None)
+                        continue
+                    o, k = cobjs[name]
+                    allr.append(ctx.piece("deeptune_compressed", lambda o=o, d=d, seed=seed: keep(deeptune(
+                        o, direction=d, random_state=seed, **settings)), reads=reads, estimators=(dt_mod,),
+                        data=did, unit=u, direction=d, seed=seed, **k))
                 for mi, r in enumerate(allr):
+                    if r is None:
+                        continue
                     imgs[ui, di, mi] = r["images"].transpose("restart", "condition", "channel", "y", "x").values[:, 0]
                     fs = r["final_score"]
                     fscore[ui, di, mi] = (fs.mean("model") if "model" in fs.dims else fs).transpose(
                         "restart", ...).values.reshape(R, -1)[:, 0]
-                mset = xr.Dataset({"images": (("restart", "condition", "model", "channel", "y", "x"),
-                                              imgs[ui, di, :len(runs)].transpose(1, 0, 2, 3, 4)[:, None])},
-                                  coords={"restart": np.arange(R), "condition": [0], "model": np.arange(len(runs))})
-                cset = xr.Dataset({"images": (("restart", "condition", "channel", "y", "x"),
-                                              imgs[ui, di, len(runs)][:, None])},
-                                  coords={"restart": np.arange(R), "condition": [0]})
-                st_m = stability(mset, cset)
-                st_c = stability(cset.assign(images=cset["images"]))
-                rsim[ui, di, :len(runs)] = st_m["restart_similarity"].values[0]
-                csim[ui, di, :len(runs)] = st_m["consensus_similarity"].values[0]
-                msim[ui, di] = float(st_m["model_similarity"].values[0])
-                rsim[ui, di, len(runs)] = float(st_c["restart_similarity"].values[0])
-                pp = [st_m["polar_power"].mean("restart").values[0], st_c["polar_power"].mean("restart").values]
-                if cobj is not None:
-                    kset = xr.Dataset({"images": (("restart", "condition", "channel", "y", "x"),
-                                                  imgs[ui, di, len(runs) + 1][:, None])},
+
+                def one(mi):
+                    return xr.Dataset({"images": (("restart", "condition", "channel", "y", "x"),
+                                                  imgs[ui, di, mi][:, None])},
                                       coords={"restart": np.arange(R), "condition": [0]})
+                mset = xr.Dataset({"images": (("restart", "condition", "model", "channel", "y", "x"),
+                                              imgs[ui, di, :n_base].transpose(1, 0, 2, 3, 4)[:, None])},
+                                  coords={"restart": np.arange(R), "condition": [0], "model": np.arange(n_base)})
+                cset = one(n_base)
+                st_m = stability(mset, cset)
+                st_c = stability(cset)
+                rsim[ui, di, :n_base] = st_m["restart_similarity"].values[0]
+                csim[ui, di, :n_base] = st_m["consensus_similarity"].values[0]
+                msim[ui, di] = float(st_m["model_similarity"].values[0])
+                rsim[ui, di, n_base] = float(st_c["restart_similarity"].values[0])
+                pp = [st_m["polar_power"].mean("restart").values[0], st_c["polar_power"].mean("restart").values]
+                for j, name in enumerate(comp_names):
+                    mi = n_base + 1 + j
+                    if allr[mi] is None:
+                        pp.append(np.full_like(pp[1], np.nan))
+                        continue
+                    kset = one(mi)
                     st_k = stability(kset, cset)
-                    rsim[ui, di, -1] = float(st_k["restart_similarity"].values[0])
-                    csim[ui, di, -1] = float(st_k["consensus_similarity"].values[0])
+                    rsim[ui, di, mi] = float(st_k["restart_similarity"].values[0])
+                    csim[ui, di, mi] = float(st_k["consensus_similarity"].values[0])
+                    if ref is not None:
+                        usim[ui, di, mi] = float(stability(kset, one(ref))["consensus_similarity"].values[0])
                     pp.append(st_k["polar_power"].mean("restart").values)
-                elif comp:
-                    pp.append(np.full_like(pp[1], np.nan))
                 P = np.concatenate(pp, axis=0)
                 if polar is None:
                     polar = np.full((U, 2) + P.shape, np.nan)
@@ -681,18 +863,21 @@ class EncodingV4(Experiment):
               "dt_final_score": (("dt_unit", "direction", "dt_model", "restart"), fscore),
               "dt_restart_similarity": (("dt_unit", "direction", "dt_model"), rsim),
               "dt_consensus_similarity": (("dt_unit", "direction", "dt_model"), csim),
+              "dt_uncompressed_similarity": (("dt_unit", "direction", "dt_model"), usim),
               "dt_model_similarity": (("dt_unit", "direction"), msim),
               "dt_polar_power": (("dt_unit", "direction", "dt_model", "orientation_bin", "sf"), polar),
               "dt_compressed_n_kept": (("dt_unit",), comp_kept), "dt_compressed_r": (("dt_unit",), comp_r)}
         dc = {"direction": list(D), "dt_model": names, "restart": np.arange(R), "rgb": np.arange(3),
               "y": np.arange(S), "x": np.arange(S), "orientation_bin": ob, "sf": sf}
-        return dv, dc
+        return dv, dc, ({"dt_reference_model": ref_label} if ref is not None else {})
 
     # --- tables, figures, report ---------------------------------------------------------------------------
     def tables(self, result):
         out = {"encoding_summary": encoding_summary(result), "neurons": neuron_table(result)}
         if "rar_selection_r" in result:
             out["rar"] = rar_table(result)
+        if "car_r" in result:
+            out["car_compression"] = car_table(result)
         if "dt_images" in result:
             out["deeptune_stability"] = deeptune_table(result)
         return out
@@ -715,15 +900,24 @@ class EncodingV4(Experiment):
             "rar": (f"RAR per neuron of the best layer ({result.attrs['best_model']}): filters kept and compression "
                     f"ratio at a {100 * result.attrs['max_drop']:g} % relative drop of the selection r, the selection "
                     "and test r of the full and the compressed model. 'censored': the path ended first."),
+            "car_compression": (f"CAR-compressed {result.attrs['best_model'].split('/')[0]} (thesis Fig. 4.1; "
+                                f"{result.attrs.get('car_method', '')}, classification on "
+                                f"{result.attrs.get('car_data', '')}): filters kept, the pruned network's selection "
+                                "and test accuracy, and the encoding models refitted on the kept filters: median "
+                                "held-out r (raw and noise-corrected) over neurons, median r relative to the "
+                                "uncompressed model, and the fraction of neurons within 5 % of their uncompressed r."),
             "deeptune_stability": ("DeepTune stability: mean r between restarts of each model, r of each model's "
-                                   "image with the consensus image of the same restart, and the mean r between "
-                                   "models (per neuron and direction)."),
+                                   "image with the consensus image of the same restart, r of each compressed model's "
+                                   "image with the uncompressed model of the same layer (same restart), and the mean "
+                                   "r between models (per neuron and direction)."),
         }
         for name, df in tabs.items():
             if name == "neurons":
                 report.text(f"Per-neuron scores ({len(df)} rows) are in neurons.csv.")
                 continue
             report.table(df, captions.get(name, name))
+        if "car_skipped" in result.attrs:
+            report.text("CAR compression was not run: " + result.attrs["car_skipped"] + ".")
 
 
 @register("encoding.all")
@@ -775,6 +969,25 @@ def rar_table(result: xr.Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def car_table(result: xr.Dataset) -> pd.DataFrame:
+    """One row per CAR compression level (0: the uncompressed layer) of the best layer."""
+    rows = []
+    r, rc = result["car_r"].values, result["car_r_corrected"].values
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for j, c in enumerate(result["car_level"].values):
+            rel = r[:, j] / r[:, 0]
+            ok = np.isfinite(rel) & (r[:, 0] > 0)
+            rows.append({"fraction_removed": float(c), "filters_kept": int(result["car_n_kept"].values[j]),
+                         "selection_accuracy": float(result["car_selection_accuracy"].values[j]),
+                         "test_accuracy": float(result["car_test_accuracy"].values[j]),
+                         "median_r": float(np.nanmedian(r[:, j])), "median_r_corrected": float(np.nanmedian(rc[:, j]))
+                         if np.isfinite(rc[:, j]).any() else np.nan,
+                         "median_relative_r": float(np.median(rel[ok])) if ok.any() else np.nan,
+                         "neurons_within_5pct": float(np.mean(r[ok, j] >= 0.95 * r[ok, 0])) if ok.any() else np.nan})
+    return pd.DataFrame(rows)
+
+
 def deeptune_table(result: xr.Dataset) -> pd.DataFrame:
     rows = []
     for i, u in enumerate(result["dt_unit"].values):
@@ -783,6 +996,8 @@ def deeptune_table(result: xr.Dataset) -> pd.DataFrame:
                 rows.append({"neuron": str(u), "direction": str(d), "model": str(m),
                              "restart_r": float(result["dt_restart_similarity"].values[i, di, mi]),
                              "consensus_r": float(result["dt_consensus_similarity"].values[i, di, mi]),
+                             "uncompressed_r": float(result["dt_uncompressed_similarity"].values[i, di, mi])
+                             if "dt_uncompressed_similarity" in result else np.nan,
                              "between_models_r": float(result["dt_model_similarity"].values[i, di]),
                              "final_score": float(np.nanmean(result["dt_final_score"].values[i, di, mi]))})
     return pd.DataFrame(rows)
@@ -801,17 +1016,32 @@ def _findings(result: xr.Dataset) -> str:
         cr = result["rar_compression_ratio"].values
         parts.append(f"RAR compression ratio at a {100 * result.attrs['max_drop']:g} % drop: "
                      + ", ".join(f"{c:.2f}" for c in cr) + f" (median {np.median(cr):.2f}).")
+    if "car_r" in result:
+        tab = car_table(result)
+        parts.append(f"CAR compression of {result.attrs['best_model'].split('/')[0]} ({result.attrs['car_method']}): "
+                     + "; ".join(f"{100 * row.fraction_removed:g} % removed -> median r {row.median_r:.3f} "
+                                 f"(test accuracy {row.test_accuracy:.2f})" for row in tab.itertuples()) + ".")
     if "dt_images" in result:
         names = list(result["dt_model"].values)
-        base = [i for i, n in enumerate(names) if n not in ("consensus", "rar_compressed")]
+        base = [i for i, n in enumerate(names) if not is_summary_model(n)]
         rr = np.nanmean(result["dt_restart_similarity"].values[:, :, base])
         cr_ = np.nanmean(result["dt_consensus_similarity"].values[:, :, base])
         ms = result["dt_model_similarity"].values
         ms = f"{np.mean(ms[np.isfinite(ms)]):.2f}" if np.isfinite(ms).any() else "n/a (one model)"
         parts.append(f"DeepTune: restart-to-restart r {rr:.2f} (mean over models, neurons, directions), "
                      f"model-to-consensus r {cr_:.2f}, between models {ms}.")
-        if "rar_compressed" in names:
-            k = names.index("rar_compressed")
-            parts.append(f"RAR-compressed model vs the uncompressed consensus: r "
+        ref = result.attrs.get("dt_reference_model")
+        for n in names:
+            if is_summary_model(n) and n != "consensus":
+                k = names.index(n)
+                txt = (f"{n} model vs the uncompressed consensus: r "
+                       f"{np.nanmean(result['dt_consensus_similarity'].values[:, :, k]):.2f}")
+                if ref in names and "dt_uncompressed_similarity" in result:
+                    txt += (f"; vs the uncompressed {ref.split('/')[0]} model: r "
+                            f"{np.nanmean(result['dt_uncompressed_similarity'].values[:, :, k]):.2f}")
+                parts.append(txt + ".")
+        if ref in names:
+            k = names.index(ref)
+            parts.append(f"Reference: the uncompressed {ref.split('/')[0]} model vs the consensus r "
                          f"{np.nanmean(result['dt_consensus_similarity'].values[:, :, k]):.2f}.")
     return " ".join(parts)

@@ -6,10 +6,24 @@ import xarray as xr
 
 from .style import RANDOM, TRAINED, paper_figure, paper_plot
 
-__all__ = ["figure_specs", "plot_r_by_layer", "plot_weight_maps", "plot_rar_curves", "plot_deeptune_grid",
-           "plot_polar_spectra"]
+__all__ = ["figure_specs", "plot_r_by_layer", "plot_weight_maps", "plot_rar_curves", "plot_car_compression",
+           "plot_deeptune_grid", "plot_polar_spectra"]
 
 GABOR = "gabor"
+
+
+def _is_summary(name: str) -> bool:
+    return name in ("consensus", "rar_compressed") or name.startswith("car_")
+
+
+def _column(name: str) -> str:
+    if name == "consensus":
+        return "consensus"
+    if name == "rar_compressed":
+        return "RAR-compr."
+    if name.startswith("car_"):
+        return "CAR -" + name[4:]
+    return _short(name)
 
 
 def _short(label: str) -> str:
@@ -115,6 +129,52 @@ def plot_rar_curves(result: xr.Dataset, *, layout: str = "double"):
 
 
 @paper_plot
+def plot_car_compression(result: xr.Dataset, *, layout: str = "double"):
+    """Thesis Fig. 4.1: (A) median held-out r of the neuron models vs the fraction of the layer's filters removed
+    by CAR (dashed: uncompressed), with the pruned network's test accuracy; (B) each neuron's r, compressed vs
+    uncompressed, at every compression level."""
+    lv = result["car_level"].values
+    r = result["car_r"].values
+    rc = result["car_r_corrected"].values
+    fig, axes = paper_figure(layout, 2.6 if layout == "double" else 5.0, nrows=1 if layout == "double" else 2,
+                             ncols=2 if layout == "double" else 1, squeeze=False, func="plot_car_compression")
+    a, b = axes.ravel()
+    pct = 100 * lv
+    with np.errstate(all="ignore"):
+        med = np.nanmedian(r, axis=0)
+        a.plot(pct, med, "o-", color=TRAINED, lw=1.2, ms=3, label="median r")
+        if np.isfinite(rc).any():
+            a.plot(pct, np.nanmedian(rc, axis=0), "s-", color=TRAINED, alpha=0.5, lw=1, ms=3,
+                   label="median corrected r")
+    a.axhline(med[0], color="0.4", ls="--", lw=1, label="uncompressed")
+    a.set_xlabel("filters removed by CAR (%)")
+    a.set_ylabel("held-out r")
+    t = a.twinx()
+    t.plot(pct, result["car_test_accuracy"].values, "^:", color=RANDOM, lw=1, ms=3, label="network test accuracy")
+    t.set_ylabel("classification accuracy", color=RANDOM)
+    t.tick_params(axis="y", colors=RANDOM)
+    t.set_ylim(0, 1)
+    h1, l1 = a.get_legend_handles_labels()
+    h2, l2 = t.get_legend_handles_labels()
+    fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncols=4 if layout == "double" else 2, frameon=False)
+    a.set_title("A", loc="left", fontsize=8)
+    import matplotlib as mpl
+
+    cmap = mpl.colormaps["viridis"]
+    lo = np.nanmin(r) if np.isfinite(r).any() else 0.0
+    hi = np.nanmax(r) if np.isfinite(r).any() else 1.0
+    for j in range(1, len(lv)):
+        b.scatter(r[:, 0], r[:, j], s=5, lw=0, alpha=0.7, color=cmap((j - 1) / max(1, len(lv) - 2)),
+                  label=f"{100 * lv[j]:g} % removed")
+    b.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls="--")
+    b.set_xlabel("r, uncompressed")
+    b.set_ylabel("r, CAR-compressed")
+    b.legend(fontsize=6, frameon=False, loc="upper left", markerscale=1.5)
+    b.set_title("B", loc="left", fontsize=8)
+    return fig
+
+
+@paper_plot
 def plot_deeptune_grid(result: xr.Dataset, *, layout: str = "double"):
     """Best-restart DeepTune images: rows neuron x direction (preferred / non-preferred), columns the neuron
     models, the consensus and the RAR-compressed model; under each image: restart-to-restart r and r with
@@ -146,8 +206,7 @@ def plot_deeptune_grid(result: xr.Dataset, *, layout: str = "double"):
             txt = f"rr {rr:.2f}" + ("" if not np.isfinite(cc) else f"\nrc {cc:.2f}")
             ax.set_xlabel(txt, fontsize=5, labelpad=1)
             if ri == 0:
-                name = {"consensus": "consensus", "rar_compressed": "RAR-compr."}.get(models[mi], _short(models[mi]))
-                ax.set_title(name, fontsize=6, pad=2)
+                ax.set_title(_column(models[mi]), fontsize=6 if M <= 8 else 5, pad=2)
             if mi == 0:
                 ax.set_ylabel(f"{units[i].split('/')[-1]}\n{'pref.' if dirs[di] == 'max' else 'non-pref.'}",
                               fontsize=6)
@@ -159,8 +218,9 @@ def plot_polar_spectra(result: xr.Dataset, *, direction: str = "max", layout: st
     """Polar power spectra (orientation x spatial frequency, log power, mean over restarts) of the preferred
     images: per neuron the consensus, the first and last models and the RAR-compressed model."""
     models = [str(m) for m in result["dt_model"].values]
-    show = [m for m in ("consensus", "rar_compressed") if m in models]
-    base = [m for m in models if m not in ("consensus", "rar_compressed")]
+    cars = [m for m in models if m.startswith("car_")]
+    show = [m for m in ("consensus", "rar_compressed") if m in models] + cars[-1:]
+    base = [m for m in models if not _is_summary(m)]
     show = [base[0]] + ([base[-1]] if len(base) > 1 else []) + show
     units = [str(u) for u in result["dt_unit"].values]
     di = [str(d) for d in result["direction"].values].index(direction)
@@ -190,8 +250,7 @@ def plot_polar_spectra(result: xr.Dataset, *, direction: str = "max", layout: st
             ax.pcolormesh(theta, redge, Z, cmap="viridis", shading="flat", vmin=lo, vmax=hi)
             ax.set_ylim(0, redge[-1])
             if i == 0:
-                name = {"consensus": "consensus", "rar_compressed": "RAR-compr."}.get(m, _short(m))
-                ax.set_title(name, fontsize=6, pad=3)
+                ax.set_title(_column(m), fontsize=6, pad=3)
             if j == 0:
                 ax.text(-0.12, 0.5, units[i].split("/")[-1], transform=ax.transAxes, rotation=90, va="center",
                         ha="center", fontsize=6)
@@ -214,12 +273,20 @@ def figure_specs(result: xr.Dataset) -> list:
                       "filters) and test r (red, never used for a choice) of the ridge model refitted on the kept "
                       f"filters; dotted: the stop at a {100 * result.attrs['max_drop']:g} % relative drop of the "
                       "selection r (title: compression ratio = filters / kept)."))
+    if "car_r" in result:
+        specs.append(("car_compression", lambda layout: plot_car_compression(result, layout=layout),
+                      f"CAR-compressed models of the V4 neurons (thesis Fig. 4.1): {best.split('/')[0]} pruned for "
+                      f"classification ({result.attrs.get('car_method', '')} on {result.attrs.get('car_data', '')}), "
+                      "each neuron's ridge model refitted on the kept filters. A: median held-out r vs the fraction "
+                      "of filters removed (dashed: uncompressed; triangles, right axis: the pruned network's test "
+                      "accuracy). B: each neuron's r, compressed vs uncompressed (dashed: equality)."))
     if "dt_images" in result:
         specs.append(("deeptune_grid", lambda layout: plot_deeptune_grid(result, layout=layout),
                       "DeepTune images (best restart) of each neuron's models: preferred (max) and non-preferred (min) "
                       "rows; columns the encoding models per layer, the consensus across them (mean normalised "
-                      "gradient) and the RAR-compressed model. rr: mean r between restarts; rc: mean r with the "
-                      "consensus image of the same restart."))
+                      "gradient), the RAR-compressed model and the CAR-compressed models (CAR -x %: x % of the "
+                      "filters removed). rr: mean r between restarts; rc: mean r with the consensus image of the "
+                      "same restart."))
         specs.append(("polar_spectra", lambda layout: plot_polar_spectra(result, layout=layout),
                       "Polar power spectra of the preferred DeepTune images (angle: orientation of the Fourier "
                       "component, mirrored; radius: spatial frequency, cycles per image; colour: log10 power, mean "
