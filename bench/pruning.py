@@ -17,7 +17,9 @@
     filters. The fast iteration is timed before and after the naive one (the better of the two kept: the
     machine's load drifts). Goal >= 5x.
 
-    Default: ``netphys_vgg16`` (shipped weights) conv5_1, 500 Imagenette-64 validation images.
+    Default: ``netphys_vgg16`` (shipped weights) conv5_1, 500 Imagenette-64 validation images;
+    ``--layer all``: every conv layer of the network, one after the other (a summary table at the end; the
+    fast path gains least on the first layers, whose suffix is nearly the whole network).
     ``--efficientnet``: also EfficientNet-Lite0 (ImageNet weights) ``block15_project`` (its last stage),
     100 Imagenette-224 validation images, 1000-way accuracy (WordNet folders mapped to ImageNet outputs).
 
@@ -32,6 +34,9 @@ random; ``--threads``).
     python bench/pruning.py --json bench/results/pruning.json       # ~4 min on 2 shared cores
     python bench/pruning.py --efficientnet --naive-candidates 4
     python bench/pruning.py --skip-car --rar-c 256                   # RAR only, a larger layer
+    python bench/pruning.py --layer all --n-images 200 --naive-candidates 4 --efficientnet \
+        --efficientnet-layer block14_project,block15_project,head --skip-rar \
+        --json bench/results/pruning_layers.json                     # every conv layer + Lite0's last stages
 """
 from __future__ import annotations
 
@@ -129,11 +134,32 @@ def bench_rar_refits(args) -> dict:
     return res
 
 
+def _layers(spec: str, model_name: str, weights: str) -> list:
+    """``"conv5_1"``, ``"conv4_1,conv5_1"`` or ``"all"`` (every Conv2d layer with filters, in order)."""
+    if spec != "all":
+        return [x.strip() for x in spec.split(",") if x.strip()]
+    from netphys.interventions.pruning import _resolve_target
+    from netphys.models import load_model
+    from netphys.models.layers import layer_infos
+
+    model = load_model(model_name, weights)
+    out = []
+    for li in layer_infos(model):
+        if li.kind != "conv":
+            continue
+        try:
+            _resolve_target(model, li.alias, "bench")
+        except Exception:  # noqa: BLE001 - a conv without prunable filters (e.g. depthwise) is skipped
+            continue
+        out.append(li.alias)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="netphys_vgg16")
     p.add_argument("--weights", default="default")
-    p.add_argument("--layer", default="conv5_1")
+    p.add_argument("--layer", default="conv5_1", help="a layer, a comma-separated list, or 'all' (every conv layer)")
     p.add_argument("--data", default="imagenette-64/val", help="under the shared data folder")
     p.add_argument("--n-images", type=int, default=500)
     p.add_argument("--naive-candidates", type=int, default=16,
@@ -141,7 +167,7 @@ def main(argv=None):
     p.add_argument("--full-naive", action="store_true", help="run the naive reference on every filter")
     p.add_argument("--efficientnet", action="store_true",
                    help="also EfficientNet-Lite0's last stage (block15_project, 100 images at 224 px)")
-    p.add_argument("--efficientnet-layer", default="block15_project")
+    p.add_argument("--efficientnet-layer", default="block15_project", help="a layer or a comma-separated list")
     p.add_argument("--efficientnet-images", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--skip-car", action="store_true")
@@ -168,13 +194,24 @@ def main(argv=None):
     except ImportError:  # pragma: no cover
         pass
     if not args.skip_car:
-        out["car"].append(bench_car(args.model, args.weights, args.layer, args.data, args.n_images, args))
+        for layer in _layers(args.layer, args.model, args.weights):
+            out["car"].append(bench_car(args.model, args.weights, layer, args.data, args.n_images, args))
         if args.efficientnet:
             from netphys.models.efficientnet import IMAGENETTE_IMAGENET_INDEX
 
-            out["car"].append(bench_car("efficientnet_lite0", "imagenet", args.efficientnet_layer,
-                                        "imagenette-224-val/val", args.efficientnet_images, args,
-                                        class_index=dict(IMAGENETTE_IMAGENET_INDEX)))
+            for layer in _layers(args.efficientnet_layer, "efficientnet_lite0", "imagenet"):
+                out["car"].append(bench_car("efficientnet_lite0", "imagenet", layer, "imagenette-224-val/val",
+                                            args.efficientnet_images, args,
+                                            class_index=dict(IMAGENETTE_IMAGENET_INDEX)))
+        if len(out["car"]) > 1:
+            out["car_summary"] = [{k: c[k] for k in ("model", "layer", "n_filters", "fast_path", "seconds_fast_iteration",
+                                                     "seconds_naive_iteration", "ratio", "identical_car")}
+                                  for c in out["car"]]
+            print("\n[CAR] one full iteration per layer (fast vs naive):")
+            for c in out["car_summary"]:
+                print(f"  {c['model']:>18} {c['layer']:<16} {c['n_filters']:>5} filters  fast "
+                      f"{c['seconds_fast_iteration']:7.1f} s  naive {c['seconds_naive_iteration']:8.1f} s  "
+                      f"{c['ratio']:6.1f}x  identical {c['identical_car']}", flush=True)
     if not args.skip_rar:
         out["rar"] = bench_rar_refits(args)
     out["load_average_at_end"] = list(os.getloadavg())

@@ -186,7 +186,7 @@ def plot_deeptune_grid(result: xr.Dataset, *, layout: str = "double"):
     rows = [(i, di) for i in range(len(units)) for di in range(len(dirs))]
     w = 7.0 if layout == "double" else 3.5
     cell = min(w / M, 1.2)
-    fig, axes = paper_figure(layout, (cell + 0.3) * len(rows) + 0.3, nrows=len(rows), ncols=M, squeeze=False,
+    fig, axes = paper_figure(layout, (cell + 0.4) * len(rows) + 0.3, nrows=len(rows), ncols=M, squeeze=False,
                              func="plot_deeptune_grid")
     for ri, (i, di) in enumerate(rows):
         for mi in range(M):
@@ -203,7 +203,10 @@ def plot_deeptune_grid(result: xr.Dataset, *, layout: str = "double"):
             ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
             rr = result["dt_restart_similarity"].values[i, di, mi]
             cc = result["dt_consensus_similarity"].values[i, di, mi]
-            txt = f"rr {rr:.2f}" + ("" if not np.isfinite(cc) else f"\nrc {cc:.2f}")
+            uu = (result["dt_uncompressed_similarity"].values[i, di, mi] if "dt_uncompressed_similarity" in result
+                  else np.nan)
+            txt = (f"rr {rr:.2f}" + ("" if not np.isfinite(cc) else f"\nrc {cc:.2f}")
+                   + ("" if not np.isfinite(uu) else f"\nru {uu:.2f}"))
             ax.set_xlabel(txt, fontsize=5, labelpad=1)
             if ri == 0:
                 ax.set_title(_column(models[mi]), fontsize=6 if M <= 8 else 5, pad=2)
@@ -286,7 +289,8 @@ def figure_specs(result: xr.Dataset) -> list:
                       "rows; columns the encoding models per layer, the consensus across them (mean normalised "
                       "gradient), the RAR-compressed model and the CAR-compressed models (CAR -x %: x % of the "
                       "filters removed). rr: mean r between restarts; rc: mean r with the consensus image of the "
-                      "same restart."))
+                      "same restart; ru (compressed models): mean r with the uncompressed model of the same layer, "
+                      "same restart (the restarts of all models share their initial images)."))
         specs.append(("polar_spectra", lambda layout: plot_polar_spectra(result, layout=layout),
                       "Polar power spectra of the preferred DeepTune images (angle: orientation of the Fourier "
                       "component, mirrored; radius: spatial frequency, cycles per image; colour: log10 power, mean "
