@@ -208,3 +208,14 @@ def test_stop_step_known_answers():
     assert stop_step([0.5, 0.5, 0.49], 0.05) == (2, True)  # never: the end of the path, censored
     assert stop_step([0.8, 0.7, np.nan], 0.05) == (0, False)
     assert stop_step([0.8, 0.79, np.nan, np.nan], 0.05) == (1, True)
+
+
+def test_every_preset_is_registered_and_validates(shared_data_module):
+    """The presets the README names: their configs pass validation (layers exist, data folders found)."""
+    from netphys.experiments.car import VGG16_CONV, LayersCARConfig, QuickCARConfig
+    from netphys.experiments.registry import experiment_names
+
+    assert {"car.all", "car.quick", "car.layers", "car.efficientnet"} <= set(experiment_names())
+    QuickCARConfig().validate()
+    layers = LayersCARConfig().validate()
+    assert layers.layers == VGG16_CONV and not layers.finetune and layers.n_images == 200
