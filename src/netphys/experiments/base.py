@@ -36,7 +36,22 @@ from .cache import PieceCache, canonical_json, key_hash
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Experiment", "RunContext", "model_identity", "stimuli_identity", "estimator_version", "piece_key"]
+__all__ = ["Experiment", "RunContext", "model_identity", "stimuli_identity", "estimator_version", "piece_key",
+           "torch_threads"]
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """PyTorch's intra-op threads set to ``n`` while the block lasts (None or 0: unchanged), then restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def estimator_version(module) -> str:

@@ -50,7 +50,7 @@ import pandas as pd
 import xarray as xr
 
 from .._validation import NetphysError, check_choice, check_int, param_error
-from .base import Experiment
+from .base import Experiment, torch_threads
 from .registry import register
 
 __all__ = ["CARConfig", "QuickCARConfig", "LayersCARConfig", "EfficientNetCARConfig", "CARPruning",
@@ -295,15 +295,8 @@ class CARPruning(Experiment):
              "the classes that depend on them. Accuracy is reported on the other half of the images.")
 
     def run(self, cfg, ctx):
-        import torch
-
-        threads = torch.get_num_threads()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        try:
+        with torch_threads(cfg.threads):
             return self._run(cfg, ctx)
-        finally:
-            torch.set_num_threads(threads)
 
     def _run(self, cfg, ctx):
         from ..interventions import pruning as pr_mod

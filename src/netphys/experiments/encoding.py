@@ -55,7 +55,7 @@ import pandas as pd
 import xarray as xr
 
 from .._validation import check_choice, check_int, param_error
-from .base import Experiment
+from .base import Experiment, torch_threads
 from .registry import register
 
 __all__ = ["EncodingV4Config", "EncodingAllConfig", "EncodingV4", "EncodingAll", "parse_model_spec",
@@ -392,16 +392,8 @@ class EncodingV4(Experiment):
              "consensus. Accuracy is the Pearson r on held-out images, raw and noise-corrected.")
 
     def run(self, cfg, ctx):
-        import torch
-
-        threads = torch.get_num_threads()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        try:
-            with ctx.collect_warnings("encoding"):
-                return self._run(cfg, ctx)
-        finally:
-            torch.set_num_threads(threads)
+        with torch_threads(cfg.threads), ctx.collect_warnings("encoding"):
+            return self._run(cfg, ctx)
 
     # ------------------------------------------------------------------------------------------------------
     def _run(self, cfg, ctx):

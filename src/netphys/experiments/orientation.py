@@ -83,7 +83,7 @@ from ..stimuli import Preprocess, StimulusSet
 from ..stimuli.gratings import gratings
 from ..training import ShiftFlip, corrupt_labels, evaluate, fit, load_imagenette
 from ..training.data import split_stimuli
-from .base import Experiment
+from .base import Experiment, torch_threads
 from .registry import register
 
 log = logging.getLogger(__name__)
@@ -1203,13 +1203,8 @@ class _OrientationExperiment(Experiment):
              "a larger loss increase when the most selective half of a layer is ablated.")
 
     def run(self, cfg, ctx):
-        threads = torch.get_num_threads()
-        try:
-            if cfg.threads:
-                torch.set_num_threads(cfg.threads)
+        with torch_threads(cfg.threads):
             return orientation_result(cfg, ctx)
-        finally:
-            torch.set_num_threads(threads)
 
     def subtitle(self, result):
         a = result.attrs
