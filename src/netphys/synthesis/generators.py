@@ -367,11 +367,13 @@ class FourierSpace(Generator):
         return self._field(codes)
 
     def _field(self, codes):
-        x = self.fourier(codes)
         if self.decorrelate:
-            n, c, h, w = x.shape
-            x = torch.matmul(self.color, x.reshape(n, c, h * w)).reshape(n, c, h, w)
-        return x
+            # the field is the same linear map per channel, so mixing the colours of the codes first equals
+            # mixing the images' colours after it, at a cost of the latent size instead of the pixels
+            n = codes.shape[0]
+            k = self.fourier.latent_per_channel
+            codes = torch.matmul(self.color, codes.reshape(n, 3, k)).reshape(n, 3 * k)
+        return self.fourier(codes)
 
     def initial_codes(self, n: int, random_state=0) -> torch.Tensor:
         return _normal_codes(n, self.latent_size, _INIT_STD, 0.0, random_state,
