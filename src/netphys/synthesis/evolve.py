@@ -212,12 +212,15 @@ def _as_dataset(res, space, objective, names, restarts, k_cond, *, optimizer, si
 
 
 def evolve_loop(objective, space: Generator, *, iterations: int = 100, restarts: int = 10, popsize: int | None = None,
-                sigma0=None, direction: str = "max", random_state=0) -> xr.Dataset:
+                sigma0=None, direction: str = "max", random_state=0, options: dict | None = None) -> xr.Dataset:
     """The naive reference of :func:`evolve`: one pycma instance per search, each scored on its own.
 
     Searches run one after another; every generation of every search is one forward pass of the
     objective on that search's population (the way per-neuron CMA scripts work). Same result layout
-    as :func:`evolve` (``optimizer="pycma-loop"``); used by ``bench/synthesis.py``.
+    as :func:`evolve` (``optimizer="pycma-loop"``); used by ``bench/synthesis.py``. ``options``: pycma
+    options, e.g. ``{"AdaptSigma": cma.sigma_adaptation.CMAAdaptSigmaCSA}`` (cumulative step-size
+    adaptation, as the torch backends; pycma's default in high dimension is two-point adaptation, TPA)
+    and ``"CMA_diagonal": True`` (sep-CMA), so that the reference runs the same algorithm.
     """
     func = "evolve_loop"
     iterations = check_int(iterations, "iterations", func, min_value=1)
@@ -238,7 +241,7 @@ def evolve_loop(objective, space: Generator, *, iterations: int = 100, restarts:
         return s[:, group % k_cond]
 
     res = run_pycma_loop(score_fn, x0, sigma0=sigma0, iterations=iterations, popsize=popsize, direction=direction,
-                         random_state=search_seed, device=space.device)
+                         random_state=search_seed, device=space.device, options=options)
     return _as_dataset(res, space, objective, names, restarts, k_cond, optimizer="pycma-loop", sigma0=sigma0,
                        direction=direction, random_state=random_state, batch_size=None, keep_traces=True)
 
