@@ -83,6 +83,24 @@ def test_report_tables_and_result(runs):
     assert "RAR compression ratio" in html and "DeepTune" in html and "CAR compression of" in html
 
 
+def test_greedy_car_compression_is_checkpointed_and_starts_like_the_one_shot(tmp_path, runs):
+    """car_method='car' runs the greedy path in cached pieces of 8 steps (resumable); its first removal is the
+    filter of smallest CAR on the intact network, as the one-shot ranking's first."""
+    from threadpoolctl import threadpool_limits
+
+    cfg = {**TINY, "car_method": "car", "car_compression": [0.1], "rar_neurons": 0, "deeptune_neurons": 0}
+    with threadpool_limits(1):
+        res = run_experiment("encoding.v4", cfg, tmp_path / "greedy", progress=False, report=False)
+    assert res.cache["car_steps"]["computed"] == 2 and "car_path" not in res.cache   # 13 steps: 8 + 5
+    r = res.result
+    assert list(r["car_n_kept"].values) == [128, 115] and r.attrs["car_method"] == "car"
+    assert r["car_path_removed"].sizes["car_step"] == 14
+    assert len(set(r["car_path_removed"].values[1:].tolist())) == 13
+    one_shot = runs[0].result
+    assert r["car_path_removed"].values[1] == one_shot["car_path_removed"].values[1]
+    np.testing.assert_array_equal(r["car_r"].values[:, 0], one_shot["car_r"].values[:, 0])
+
+
 def test_car_compressed_features_are_the_masked_networks(shared_v4):
     """Zeroing the removed filters' features (what the experiment refits on) equals recording the layer of the
     network with those filters masked (the CAR-compressed network)."""

@@ -55,7 +55,7 @@ from .registry import register
 
 __all__ = ["CARConfig", "QuickCARConfig", "LayersCARConfig", "EfficientNetCARConfig", "CARPruning",
            "CARPruningQuick", "CARPruningLayers", "CARPruningEfficientNet", "VGG16_CONV", "compression_table", "carc_table", "curve_table",
-           "stop_step"]
+           "stop_step", "chunked_car_path"]
 
 #: the conv layers of netphys_vgg16 (every one pruned by the paper-sized run)
 VGG16_CONV = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv4_1",
@@ -275,6 +275,52 @@ def stop_step(selection_accuracy, max_drop: float) -> tuple[int, bool]:
     return int(acc.size - 1), True
 
 
+def chunked_car_path(ctx, model, layer: str, n: int, floor: int, sel, tst, *, class_index, tie_break: str,
+                     batch_size: int, checkpoint_every: int, reads: tuple, key: dict, piece: str = "car_steps"):
+    """The greedy CAR path of ``layer`` down to ``floor`` filters, cached in pieces of ``checkpoint_every``
+    steps (each :meth:`GreedyPruner.fit` resumed from the filters the pieces before it removed, its key
+    holding that list): a killed run restarts at the last finished piece. Returns ``(path, importance)``,
+    the concatenated path and the CAR / CARc of the intact layer."""
+    from ..interventions import pruning as pr_mod
+
+    chunks, removed, kept, importance = [], [], n, None
+    bar = ctx.progress(total=n - floor, desc=f"CAR {layer}")
+    while True:
+        end = max(floor, kept - checkpoint_every)
+
+        def compute(start=tuple(removed), end=end):
+            pr = pr_mod.GreedyPruner(model, layer, method="car", n_keep=end, tie_break=tie_break,
+                                     class_index=class_index, batch_size=batch_size).fit(sel, tst, removed=list(start))
+            ds = pr.path_
+            if not start:  # CAR and CARc of the intact layer
+                imp = pr.importance_.drop_vars("class_name")
+                ds = ds.assign({f"intact_{v}": imp[v] for v in imp.data_vars})
+                ds.attrs["intact_accuracy"] = pr.importance_.attrs["accuracy"]
+            return ds
+
+        ds = ctx.piece(piece, compute, reads=reads, estimators=(pr_mod,), layer=layer, removed=list(removed),
+                       n_keep=end, **key)
+        if not chunks:
+            importance = xr.Dataset({v[len("intact_"):]: ds[v] for v in ds.data_vars if v.startswith("intact_")})
+            importance = importance.assign_coords(class_name=ds["class_name"])
+            ds = ds.drop_vars([v for v in ds.data_vars if v.startswith("intact_")])
+            chunks.append(ds)
+        else:
+            chunks.append(ds.isel(step=slice(1, None)))
+        new = [int(c) for c in ds["removed"].values[1:]]
+        removed += new
+        bar.update(len(new))
+        kept = end
+        if kept <= floor or not new:
+            break
+    bar.close()
+    path = xr.concat(chunks, dim="step", data_vars="minimal", coords="minimal", compat="override",
+                     join="override", combine_attrs="override") if len(chunks) > 1 else chunks[0]
+    path = path.assign_coords(step=np.arange(path.sizes["step"]))
+    path.attrs["n_chunks"] = len(chunks)
+    return path, importance
+
+
 def _curve_floor(n: int, ratio: float) -> int:
     return max(1, math.ceil(ratio * n - 1e-9))
 
@@ -373,44 +419,9 @@ class CARPruning(Experiment):
 
     # --- the greedy CAR path, resumable per chunk of steps --------------------------------------------------
     def _car_path(self, model, layer, n, floor, sel, tst, ci, cfg, ctx, common):
-        from ..interventions import pruning as pr_mod
-
-        chunks, removed, kept, importance = [], [], n, None
-        bar = ctx.progress(total=n - floor, desc=f"CAR {layer}")
-        while True:
-            end = max(floor, kept - cfg.checkpoint_every)
-
-            def compute(start=tuple(removed), end=end):
-                pr = pr_mod.GreedyPruner(model, layer, method="car", n_keep=end, tie_break=cfg.tie_break,
-                                         class_index=ci, batch_size=cfg.batch_size).fit(sel, tst, removed=list(start))
-                ds = pr.path_
-                if not start:  # CAR and CARc of the intact layer
-                    imp = pr.importance_.drop_vars("class_name")
-                    ds = ds.assign({f"intact_{v}": imp[v] for v in imp.data_vars})
-                    ds.attrs["intact_accuracy"] = pr.importance_.attrs["accuracy"]
-                return ds
-
-            ds = ctx.piece("car_steps", compute, reads=("class_index", "tie_break"), estimators=(pr_mod,),
-                           layer=layer, removed=list(removed), n_keep=end, **common)
-            if not chunks:
-                importance = xr.Dataset({v[len("intact_"):]: ds[v] for v in ds.data_vars if v.startswith("intact_")})
-                importance = importance.assign_coords(class_name=ds["class_name"])
-                ds = ds.drop_vars([v for v in ds.data_vars if v.startswith("intact_")])
-                chunks.append(ds)
-            else:
-                chunks.append(ds.isel(step=slice(1, None)))
-            new = [int(c) for c in ds["removed"].values[1:]]
-            removed += new
-            bar.update(len(new))
-            kept = end
-            if kept <= floor or not new:
-                break
-        bar.close()
-        path = xr.concat(chunks, dim="step", data_vars="minimal", coords="minimal", compat="override",
-                         join="override", combine_attrs="override") if len(chunks) > 1 else chunks[0]
-        path = path.assign_coords(step=np.arange(path.sizes["step"]))
-        path.attrs["n_chunks"] = len(chunks)
-        return path, importance
+        return chunked_car_path(ctx, model, layer, n, floor, sel, tst, class_index=ci, tie_break=cfg.tie_break,
+                                batch_size=cfg.batch_size, checkpoint_every=cfg.checkpoint_every,
+                                reads=("class_index", "tie_break"), key=common)
 
     # --- fine-tuning at points of the CAR path ---------------------------------------------------------------
     def _finetune(self, model, layer, path, sel, tst, train, ci, cfg, ctx, common):

@@ -591,15 +591,25 @@ class EncodingV4(Experiment):
         n_rm = [min(max(int(round(c * C)), 1), C - 1) for c in levels]   # at least one filter removed and one kept
         n_keep = C - max(n_rm)
 
-        def compute():
-            p = GreedyPruner(model, blayer, method=cfg.car_method, n_keep=n_keep, class_index=ci,
-                             batch_size=max(cfg.batch_size, 256), progress=False).fit(sel, tst)
-            keep = ["removed", "n_kept", "selection_accuracy", "test_accuracy", "importance"]
-            path = p.path_[keep]
-            return path.drop_vars([c for c in path.coords if c != "step"])
+        keep = ["removed", "n_kept", "selection_accuracy", "test_accuracy", "importance"]
+        if cfg.car_method == "car":   # greedy: cached every 8 steps, a killed run resumes
+            from .car import chunked_car_path
 
-        path = ctx.piece("car_path", compute, reads=("car_method", "car_images", "car_data"), estimators=(pr_mod,),
-                         method=cfg.car_method, n_keep=n_keep, **common)
+            path, _ = chunked_car_path(ctx, model, blayer, C, n_keep, sel, tst, class_index=ci, tie_break="loss",
+                                       batch_size=max(cfg.batch_size, 256), checkpoint_every=8,
+                                       reads=("car_images", "car_data"),
+                                       key={k: v for k, v in common.items() if k != "layer"}, piece="car_steps")
+            path = path[keep]
+            path = path.drop_vars([c for c in path.coords if c != "step"])
+        else:
+            def compute():
+                p = GreedyPruner(model, blayer, method=cfg.car_method, n_keep=n_keep, class_index=ci,
+                                 batch_size=max(cfg.batch_size, 256), progress=False).fit(sel, tst)
+                path = p.path_[keep]
+                return path.drop_vars([c for c in path.coords if c != "step"])
+
+            path = ctx.piece("car_path", compute, reads=("car_method", "car_images", "car_data"),
+                             estimators=(pr_mod,), method=cfg.car_method, n_keep=n_keep, **common)
         trials = resp.transpose("stimulus", "unit", "repeat").values if "repeat" in resp.dims else None
         est = cfg.estimators[0]
         fits_out = {}
