@@ -272,3 +272,24 @@ def test_cowley_v4_session_210325_netphys_vgg16_conv4_1():
     assert np.all(res["explainable_variance"].values <= 1)
     tab = encoding_table([res])
     assert tab.loc[("netphys_vgg16", "conv4_1", "ridge"), "median_r"] == pytest.approx(med_r)
+
+
+# ------------------------------------------------------------------------------ other networks
+@pytest.mark.parametrize("name, weights, layer", [("hed_vgg16", "random", "conv3_1"),
+                                                  ("efficientnet_lite0", "random", "block10_expand")])
+def test_layer_features_pooled_on_the_224px_networks(name, weights, layer):
+    """The encoding features of hed VGG-16 and EfficientNet-Lite0 (224 px, Cowley's 112 px images resized):
+    a grid-pooled layer equals the native recording average-pooled by hand, chunked or not."""
+    from netphys.models import load_model
+
+    from netphys.readout.encoding import layer_features
+
+    model = load_model(name, weights=weights, random_state=0)
+    images = np.random.default_rng(5).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    native = layer_features(model, layer, images, batch_size=2)
+    assert native.dims == ("stimulus", "channel", "row", "col") and native.sizes["row"] >= 14
+    pooled = layer_features(model, layer, images, grid=7, batch_size=2)
+    assert pooled.shape == (3, native.sizes["channel"], 7, 7)
+    ref = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(native.values), 7).numpy()
+    np.testing.assert_allclose(pooled.values, ref, rtol=1e-4, atol=1e-5)
+    assert (native.values >= 0).all()   # post-activation (ReLU / ReLU6) features
