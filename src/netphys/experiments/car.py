@@ -78,7 +78,8 @@ class CARConfig:
     to ``curve_keep_ratio`` of the filters. ``class_index``: ``"imagenette"`` maps Imagenette's WordNet
     folders to ImageNet outputs (1000-way networks). ``checkpoint_every``: CAR steps per cached piece.
     ``carc_layer``: the layer of the CARc heatmap (default: the last listed layer with a filter whose
-    removal costs accuracy, CAR > 0; else the one with the largest |CARc|); ``carc_top`` filters listed
+    removal costs at least 3 selection images; else one costing any, CAR > 0; else the one with the
+    largest |CARc|); ``carc_top`` filters listed
     per layer with ``carc_classes`` classes each. ``threads``: PyTorch threads while the run lasts.
     """
 
@@ -603,10 +604,14 @@ def _assemble(per_layer: dict, cfg, sel, tst) -> xr.Dataset:
             ft_stop_kept[li] = kk[bad[0] - 1] if bad[0] > 0 else n_f[li]
     ft_ratio = np.where(ft_stop_kept > 0, n_f / np.maximum(ft_stop_kept, 1), np.nan)
     carc_layer = cfg.carc_layer
-    if carc_layer is None:  # the deepest layer with an informative filter
-        informative = [l for li, l in enumerate(layers) if np.nanmax(np.append(car[li], -np.inf)) > _TOL]
+    if carc_layer is None:
+        # the deepest layer with an informative filter: one whose removal costs at least 3 selection images
+        # (a single image is the accuracy's resolution), else at least one, else the largest |CARc|
+        top = [np.nanmax(np.append(car[li], -np.inf)) for li in range(L)]
+        strong = [l for li, l in enumerate(layers) if top[li] >= 3 / len(sel) - _TOL]
+        informative = [l for li, l in enumerate(layers) if top[li] > _TOL]
         spread = [np.nanmax(np.append(np.abs(carc[li]).ravel(), -np.inf)) for li in range(L)]
-        carc_layer = informative[-1] if informative else layers[int(np.argmax(spread))]
+        carc_layer = (strong or informative or [layers[int(np.argmax(spread))]])[-1]
     LMRS = ("layer", "method", "repeat", "step")
     out = xr.Dataset(
         {**{v: (LMRS, data[v]) for v in _PATH_VARS},
