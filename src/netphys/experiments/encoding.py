@@ -745,7 +745,7 @@ class EncodingV4(Experiment):
         # the uncompressed model of the compressed layer (the reference of the compressed models' images)
         ref_label = _label(bnet, blayer, bgrid, cfg.estimators[0])
         ref = [m[0] for m in dmodels].index(ref_label) if ref_label in [m[0] for m in dmodels] else None
-        comp = cfg.deeptune_compressed and Xb is not None
+        comp = cfg.deeptune_compressed and Xb is not None and bool(paths)   # RAR paths exist to compress by
         car_fits = car_fits or {}
         car_names = [_car_name(c) for c in car_fits]
         comp_names = (["rar_compressed"] if comp else []) + car_names
