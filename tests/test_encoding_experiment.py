@@ -88,7 +88,8 @@ def test_greedy_car_compression_is_checkpointed_and_starts_like_the_one_shot(tmp
     filter of smallest CAR on the intact network, as the one-shot ranking's first."""
     from threadpoolctl import threadpool_limits
 
-    cfg = {**TINY, "car_method": "car", "car_compression": [0.1], "rar_neurons": 0, "deeptune_neurons": 0}
+    cfg = {**TINY, "car_method": "car", "car_compression": [0.1], "rar_neurons": 0, "deeptune_neurons": 1,
+           "deeptune_steps": 2}
     with threadpool_limits(1):
         res = run_experiment("encoding.v4", cfg, tmp_path / "greedy", progress=False, report=False)
     assert res.cache["car_steps"]["computed"] == 2 and "car_path" not in res.cache   # 13 steps: 8 + 5
@@ -99,6 +100,8 @@ def test_greedy_car_compression_is_checkpointed_and_starts_like_the_one_shot(tmp
     one_shot = runs[0].result
     assert r["car_path_removed"].values[1] == one_shot["car_path_removed"].values[1]
     np.testing.assert_array_equal(r["car_r"].values[:, 0], one_shot["car_r"].values[:, 0])
+    # no RAR path, so no (empty) RAR-compressed DeepTune column; the CAR-compressed one is there
+    assert list(r["dt_model"].values) == ["netphys_vgg16:conv4_1/ridge", "consensus", "car_10%"]
 
 
 def test_car_compressed_features_are_the_masked_networks(shared_v4):
