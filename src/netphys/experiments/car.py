@@ -54,8 +54,8 @@ from .base import Experiment, torch_threads
 from .registry import register
 
 __all__ = ["CARConfig", "QuickCARConfig", "LayersCARConfig", "EfficientNetCARConfig", "CARPruning",
-           "CARPruningQuick", "CARPruningLayers", "CARPruningEfficientNet", "VGG16_CONV", "compression_table", "carc_table", "curve_table",
-           "stop_step", "chunked_car_path"]
+           "CARPruningQuick", "CARPruningLayers", "CARPruningEfficientNet", "VGG16_CONV", "compression_table",
+           "carc_table", "curve_table", "stop_step", "chunked_car_path"]
 
 #: the conv layers of netphys_vgg16 (every one pruned by the paper-sized run)
 VGG16_CONV = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv4_1",
@@ -176,7 +176,7 @@ class QuickCARConfig(CARConfig):
 
 @dataclass(frozen=True)
 class LayersCARConfig(CARConfig):
-    """Every conv layer of ``netphys_vgg16`` at a CPU size (about 75 minutes on one thread): 200 images
+    """Every conv layer of ``netphys_vgg16`` at a CPU size (40 minutes on one thread): 200 images
     (100 + 100, accuracy in steps of 1 %), the curves down to half of the filters (a later stop is
     reported as a lower bound, ``censored``), 3 random orders, no fine-tuning. The per-layer compression
     table of the thesis (Table 2.1) for a whole network on a CPU; ``car.all`` is the paper-sized run."""
