@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .style import paper_figure, paper_plot
+from .style import panel_grid, paper_figure, paper_plot
 
 __all__ = ["plot_accuracy_vs_kept", "plot_compression", "plot_carc_heatmap", "figure_specs", "COLORS", "LABELS"]
 
@@ -16,15 +16,6 @@ COLORS = {"car": "#7b2d8e", "car_finetuned": "#1f5fbf", "outgoing": "black", "in
 LABELS = {"car": "CAR", "car_finetuned": "CAR + fine-tuning", "outgoing": "outgoing weights",
           "incoming": "incoming weights", "random": "random", "car_oneshot": "CAR (one-shot)"}
 INTACT = "#d62728"
-
-
-def _layer_grid(n, layout, row_h, func):
-    ncols = min(n, 4 if layout == "double" else 2)
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = paper_figure(layout, row_h * nrows + 0.55, nrows=nrows, ncols=ncols, squeeze=False, func=func)
-    for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    return fig, axes.ravel()
 
 
 def _legend(fig, handles, labels, layout, ncol=None):
@@ -51,7 +42,8 @@ def plot_accuracy_vs_kept(result: xr.Dataset, layers=None, *, layout: str = "dou
     matplotlib.figure.Figure
     """
     layers = [str(l) for l in (result["layer"].values if layers is None else layers)]
-    fig, axes = _layer_grid(len(layers), layout, 1.45 if layout == "double" else 1.35, "plot_accuracy_vs_kept")
+    fig, axes = panel_grid(len(layers), layout, 1.45 if layout == "double" else 1.35, "plot_accuracy_vs_kept",
+                           max_cols=4, extra=0.55)
     seen = {}
     ncols = min(len(layers), 4 if layout == "double" else 2)
     for i, (ax, l) in enumerate(zip(axes, layers)):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .style import TRAINED, paper_figure, paper_plot
+from .style import TRAINED, panel_grid, paper_figure, paper_plot
 from .synthesis import as_rgb
 
 __all__ = ["plot_vs_alpha", "plot_objectness", "plot_robustness", "plot_alpha_grid", "plot_neuron_models",
@@ -26,15 +26,6 @@ def _ci(v, axis=0, n_boot=500, seed=0):
         return m, m, m
     c = bootstrap_ci(v, n_boot=n_boot, random_state=seed, axis=axis)
     return np.asarray(c.mean), np.asarray(c.low), np.asarray(c.high)
-
-
-def _grid(n, layout, row_h, func):
-    ncols = min(n, 5 if layout == "double" else 2)
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = paper_figure(layout, row_h * nrows + 0.45, nrows=nrows, ncols=ncols, squeeze=False, func=func)
-    for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    return fig, axes.ravel()
 
 
 def _per_unit(result, var, prefix=""):
@@ -89,7 +80,7 @@ def plot_vs_alpha(result: xr.Dataset, measure: str = "activation", *, prefix: st
     sign = result["sign"].values.astype(str)
     alpha = result["alpha"].values.astype(float)
     groups = list(dict.fromkeys(result[prefix + by].values)) if by in ("network",) else [None]
-    fig, axes = _grid(len(groups), layout, 1.45, "plot_vs_alpha")
+    fig, axes = panel_grid(len(groups), layout, 1.45, "plot_vs_alpha", max_cols=5, extra=0.45)
     for ax, g in zip(axes, groups):
         sub = result.isel({prefix + "case": result[prefix + by].values == g}) if g is not None else result
         if measure == "activation":

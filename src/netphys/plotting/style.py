@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = ["TRAINED", "RANDOM", "HYBRID", "CONV_MARKER", "FC_MARKER", "WIDTHS", "LAYOUTS", "MIN_FONT_PT",
-           "PAPER_RC", "paper_style", "paper_plot", "check_layout", "figure_width", "paper_figure", "new_axes",
+           "PAPER_RC", "paper_style", "paper_plot", "check_layout", "figure_width", "paper_figure", "panel_grid", "new_axes",
            "layer_axis", "plot_layer_curve", "fc_band_label", "marker_handles", "text_sizes", "overlapping_labels",
            "covered_data", "clipped_texts", "clear_texts"]
 
@@ -130,6 +130,17 @@ def paper_figure(layout: str, height: float, *, func: str = "paper_figure", **su
         return plt.subplots(figsize=(w, height), layout="constrained", **subplots)
     return plt.figure(figsize=(w, height), layout="constrained")
 
+
+
+def panel_grid(n: int, layout: str, row_height: float, func: str, *, max_cols: int = 4, extra: float = 0.5):
+    """``(fig, axes)`` for ``n`` panels in rows of at most ``max_cols`` (2 in the single-column layout),
+    ``row_height`` inches a row plus ``extra`` for a shared legend; ``axes`` flat, the spare panels hidden."""
+    ncols = min(n, max_cols if layout == "double" else 2)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = paper_figure(layout, row_height * nrows + extra, nrows=nrows, ncols=ncols, squeeze=False, func=func)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()
 
 def new_axes(ax=None, figsize=(5.0, 3.4)):
     """``(fig, ax)``: ``ax`` and its figure, or a new constrained-layout figure of ``figsize``."""

@@ -122,6 +122,18 @@ def _check_trials(trials, func: str, n: int, n_neurons: int | None) -> np.ndarra
     return t
 
 
+def _responses_and_trials(Y, trials, func: str, n: int, *, y_param: str = "Y", mean_param: str = "trials"):
+    """``(responses (n, n_neurons), trials or None)``: ``Y`` checked against the optional ``trials``, or,
+    with ``Y`` None, the repeat mean of ``trials`` (NaN-padded repeats ignored)."""
+    if Y is None:
+        t = _check_trials(trials, func, n, None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return _check_responses(np.nanmean(t, axis=2), mean_param, func, n), t
+    Ym = _check_responses(Y, y_param, func, n)
+    return Ym, (_check_trials(trials, func, n, Ym.shape[1]) if trials is not None else None)
+
+
 def _flat_features(X, func: str) -> tuple[np.ndarray, tuple]:
     Xm = _numpy(X, "X", func)
     if Xm.ndim not in (2, 4) or 0 in Xm.shape:
@@ -300,16 +312,8 @@ class EncodingModel(BaseEstimator):
         n = len(Xf)
         if Y is None and trials is None:
             raise param_error("Y", func, "responses (n_stimuli, n_neurons), or trials to average", None)
-        if Y is None:
-            t = _check_trials(trials, func, n, None)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                Ym = _check_responses(np.nanmean(t, axis=2), "trials", func, n)
-            coords_src = trials
-        else:
-            Ym = _check_responses(Y, "Y", func, n)
-            t = _check_trials(trials, func, n, Ym.shape[1]) if trials is not None else None
-            coords_src = Y if isinstance(Y, xr.DataArray) else trials
+        Ym, t = _responses_and_trials(Y, trials, func, n)
+        coords_src = trials if Y is None else Y if isinstance(Y, xr.DataArray) else trials
         cv, n_train, n_test = self._check_split(n, func)
         grid = self._grid(func)
         rng = check_random_state(self.random_state, func)
@@ -738,15 +742,10 @@ def fit_encoding_models(model, layer: str | None, images, responses, *, trials=N
     if is_trials:
         if trials is not None:
             raise param_error("trials", func, "None when responses are single trials (3-D)", "an array")
-        t = _check_trials(responses, func, n, None)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            Y = _check_responses(np.nanmean(t, axis=2), "responses", func, n)
-        coords_src = responses
+        Y, t = _responses_and_trials(None, responses, func, n, mean_param="responses")
     else:
-        Y = _check_responses(responses, "responses", func, n)
-        t = _check_trials(trials, func, n, Y.shape[1]) if trials is not None else None
-        coords_src = responses
+        Y, t = _responses_and_trials(responses, trials, func, n, y_param="responses")
+    coords_src = responses
     est._check_split(n, func)
     X = layer_features(model, layer, images, site=site, input_size=input_size, grid=grid,
                        batch_size=batch_size, device=device)
